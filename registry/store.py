@@ -1,0 +1,114 @@
+"""The Store contract: every backend (embedded SQLite, PostgreSQL) implements it.
+
+Keys are normalised handles (``protocol.identifier.Handle.key``): the store
+never normalises or validates them itself. Records are tuples of
+``HandleValue``; timestamps are set by the caller. Every write returns only
+once it is durable against a crash of this process; a write that raises has
+changed nothing (all or nothing, per call, and per item for ``put_many``).
+
+Errors are the protocol's (``protocol.errors``): ``HandleNotFound`` (100),
+``HandleAlreadyExists`` (101), ``ValuesNotFound`` (200),
+``ValueAlreadyExists`` (201).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from protocol.errors import HandleError
+from protocol.values import HandleValue
+
+Record = tuple[HandleValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PutItem:
+    """One record of a batch: create (``overwrite=False``) or create-or-replace."""
+
+    key: str
+    values: Sequence[HandleValue]
+    overwrite: bool = True
+
+
+# Per item of a batch: True = created, False = replaced, or the error that
+# left that item unchanged (e.g. HandleAlreadyExists).
+PutResult = bool | HandleError
+
+
+class Store(ABC):
+    """Async registration store. Open before use; close to release files/pools."""
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # -- handles -----------------------------------------------------------
+
+    @abstractmethod
+    async def get(self, key: str) -> Record | None:
+        """The record, or None when the handle does not exist."""
+
+    @abstractmethod
+    async def create(self, key: str, values: Sequence[HandleValue]) -> None:
+        """Create; raises HandleAlreadyExists if the key exists."""
+
+    @abstractmethod
+    async def put(self, key: str, values: Sequence[HandleValue]) -> bool:
+        """Create or replace the whole record. Returns True if it was created."""
+
+    @abstractmethod
+    async def add_values(
+        self, key: str, values: Sequence[HandleValue], *, overwrite: bool = True
+    ) -> bool:
+        """Add values to an existing record, replacing equal indexes when ``overwrite``.
+
+        Raises HandleNotFound, or ValueAlreadyExists for a taken index when not
+        ``overwrite``. Returns True if any index was new.
+        """
+
+    @abstractmethod
+    async def remove_values(self, key: str, indexes: Sequence[int]) -> None:
+        """Remove these indexes, all or nothing.
+
+        Raises HandleNotFound, or ValuesNotFound if any index is absent.
+        """
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Delete the whole record; raises HandleNotFound."""
+
+    @abstractmethod
+    async def put_many(self, items: Sequence[PutItem]) -> list[PutResult]:
+        """Write a batch in as few transactions as the backend can; one result per item."""
+
+    @abstractmethod
+    async def list_handles(
+        self, prefix: str, *, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
+        """Keys under ``prefix`` (``<PREFIX>/...``), sorted, paged."""
+
+    @abstractmethod
+    async def count_handles(self, prefix: str | None = None) -> int:
+        """Number of handles under ``prefix``, or in the whole store."""
+
+    @abstractmethod
+    def iter_records(self, prefix: str | None = None) -> AsyncIterator[tuple[str, Record]]:
+        """Every (key, record), sorted by key, streamed (for export)."""
+
+    # -- prefixes served by this node ---------------------------------------
+
+    @abstractmethod
+    async def home_prefix(self, prefix: str) -> bool:
+        """Mark ``prefix`` (upper-cased) as served here. True if it was new."""
+
+    @abstractmethod
+    async def unhome_prefix(self, prefix: str) -> bool:
+        """Stop serving ``prefix``. True if it was homed."""
+
+    @abstractmethod
+    async def homed_prefixes(self) -> list[str]:
+        """All homed prefixes, sorted."""
