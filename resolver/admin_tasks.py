@@ -1,0 +1,189 @@
+"""Offline administration of a store: init, prefixes, bulk import and export."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from protocol import rest_json
+from protocol.errors import HandleError
+from protocol.identifier import parse_handle, parse_prefix, prefix_handle
+from protocol.values import (
+    HS_ADMIN,
+    HS_SECKEY,
+    HS_VLIST,
+    SECRET_PERMS,
+    AdminRecord,
+    HandleValue,
+    ValueReference,
+    check_record,
+    encode_admin,
+    encode_vlist,
+)
+from registry.credentials import generate_secret, hash_secret
+from registry.sqlite_store import SQLiteStore
+from registry.store import PutItem, Store
+from resolver.auth import Identity
+
+ADMIN_INDEX = 300
+HS_ADMIN_INDEX = 100
+# Handle.Net's convention: 0.NA/<prefix> holds the prefix's admin group at 200,
+# which clients such as pyhandle name as the default owner of new handles.
+ADMIN_GROUP_INDEX = 200
+
+
+class CommandError(Exception):
+    """A command that cannot do what it was asked; the CLI prints it and exits 2."""
+
+
+@asynccontextmanager
+async def opened(path: str) -> AsyncIterator[Store]:
+    if "://" in path:
+        raise CommandError(f"Unsupported store URL {path!r}: give a file path")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def admin_value(admin_handle: str, admin_index: int = ADMIN_INDEX) -> HandleValue:
+    data = encode_admin(AdminRecord(admin_handle, admin_index))
+    return HandleValue(HS_ADMIN_INDEX, HS_ADMIN, data)
+
+
+def prefix_record(admin_handle: str, admin_index: int) -> list[HandleValue]:
+    """``0.NA/<prefix>``: its admin, and the admin group (HS_VLIST) naming the same identity."""
+    group = encode_vlist([ValueReference(admin_handle, admin_index)])
+    return [
+        admin_value(admin_handle, admin_index),
+        HandleValue(ADMIN_GROUP_INDEX, HS_VLIST, group),
+    ]
+
+
+async def init(store_path: str, prefix_text: str, secret: str | None, if_new: bool) -> int:
+    """Create the store, home the prefix, and create ``<PREFIX>/ADMIN`` able to log in."""
+    try:
+        prefix = parse_prefix(prefix_text)
+    except HandleError as exc:
+        raise CommandError(exc.message) from None
+    admin_handle = f"{prefix}/ADMIN"
+    async with opened(store_path) as store:
+        if prefix in await store.homed_prefixes():
+            if if_new:
+                return 0
+            raise CommandError(f"prefix {prefix} is already homed in {store_path}")
+        generated = secret is None
+        secret = secret or generate_secret()
+        await store.home_prefix(prefix)
+        await store.put(prefix_handle(prefix), prefix_record(admin_handle, ADMIN_INDEX))
+        await store.put(
+            parse_handle(admin_handle).key,
+            [
+                admin_value(admin_handle),
+                HandleValue(ADMIN_INDEX, HS_SECKEY, hash_secret(secret.encode()),
+                            permissions=SECRET_PERMS),
+            ],
+        )
+    print(f"Initialised {store_path}: prefix {prefix} is homed here.")
+    print(f"Admin identity: {ADMIN_INDEX}:{admin_handle}")
+    if generated:
+        print(f"Admin secret:   {secret}   (shown once; it is stored hashed)")
+    return 0
+
+
+async def prefix_add(store_path: str, prefix_text: str, admin: str | None) -> int:
+    try:
+        prefix = parse_prefix(prefix_text)
+        identity = Identity.parse(admin) if admin else None
+    except HandleError as exc:
+        raise CommandError(exc.message) from None
+    async with opened(store_path) as store:
+        new = await store.home_prefix(prefix)
+        if identity is not None:
+            await store.put(prefix_handle(prefix), prefix_record(identity.handle, identity.index))
+    print(f"{prefix} {'homed' if new else 'was already homed'}")
+    return 0
+
+
+async def prefix_list(store_path: str) -> int:
+    async with opened(store_path) as store:
+        for prefix in await store.homed_prefixes():
+            print(prefix)
+    return 0
+
+
+def parse_jsonl_line(line: bytes) -> PutItem:
+    """One export line: ``{"handle": "...", "values": [...]}`` (Handle REST value JSON)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise CommandError(f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("handle"), str):
+        raise CommandError('each line needs {"handle": ..., "values": [...]}')
+    handle = parse_handle(obj["handle"])
+    values = [rest_json.decode_value_object(v) for v in obj.get("values") or []]
+    check_record(values)
+    return PutItem(handle.key, [_sealed(v) if v.type == HS_SECKEY else v for v in values])
+
+
+def _sealed(value: HandleValue) -> HandleValue:
+    return dataclasses.replace(
+        value, data=hash_secret(value.data), permissions=value.permissions & SECRET_PERMS
+    )
+
+
+async def import_jsonl(store_path: str, file: str, batch: int) -> int:
+    source: IO[bytes] = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    imported = 0
+    async with opened(store_path) as store:
+        homed = set(await store.homed_prefixes())
+        pending: list[PutItem] = []
+        with source:
+            for number, line in enumerate(source, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = parse_jsonl_line(line)
+                except (CommandError, HandleError) as exc:
+                    message = exc.message if isinstance(exc, HandleError) else exc
+                    raise CommandError(f"{file}:{number}: {message}") from None
+                prefix = item.key.partition("/")[0]
+                if prefix not in homed:
+                    raise CommandError(f"{file}:{number}: prefix {prefix} is not homed here")
+                pending.append(item)
+                if len(pending) >= batch:
+                    imported += await _flush(store, pending)
+            imported += await _flush(store, pending)
+    print(f"imported {imported} handles", file=sys.stderr)
+    return 0
+
+
+async def _flush(store: Store, pending: list[PutItem]) -> int:
+    if not pending:
+        return 0
+    results = await store.put_many(pending)
+    for item, result in zip(pending, results, strict=True):
+        if isinstance(result, HandleError):
+            raise CommandError(f"{item.key}: {result.message or result.rc!r}")
+    count = len(pending)
+    pending.clear()
+    return count
+
+
+async def export_jsonl(store_path: str, prefix: str | None, output: str) -> int:
+    sink: IO[bytes] = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
+    with sink:
+        async with opened(store_path) as store:
+            async for key, values in store.iter_records(parse_prefix(prefix) if prefix else None):
+                line = {"handle": key, "values": [rest_json.value_to_json(v) for v in values]}
+                sink.write(orjson.dumps(line) + b"\n")
+    return 0

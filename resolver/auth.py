@@ -1,0 +1,116 @@
+"""Who is asking: Handle.Net-style Basic authentication against HS_SECKEY values.
+
+The username is ``index:handle`` (Handle.Net clients percent-encode the colon:
+``300%3A88.100.1/ADMIN``); the password must match the HS_SECKEY value at that
+index of that handle, which is stored hashed (``registry.credentials``).
+Successful checks are remembered for a while, keyed by a digest of the
+password and the stored hash, so clients that send Basic on every request
+(pyhandle does) pay for PBKDF2 once, and a changed secret takes effect at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from protocol.codes import RC
+from protocol.errors import HandleError, InvalidHandle
+from protocol.identifier import parse_handle
+from protocol.values import HS_SECKEY, HandleValue
+from registry.credentials import verify_secret
+
+VERIFIED_TTL = 300.0
+VERIFIED_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    index: int
+    handle: str  # exactly as the client wrote it: admin matches are case-sensitive
+
+    @property
+    def text(self) -> str:
+        return f"{self.index}:{self.handle}"
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        """``300:88.100.1/ADMIN`` (colon possibly percent-encoded)."""
+        index_text, colon, handle = unquote(text).partition(":")
+        if not colon or not index_text.isdigit() or not handle:
+            raise AuthenticationFailed(f"Identity {text!r} is not of the form index:handle")
+        return cls(int(index_text), handle)
+
+
+class AuthenticationFailed(HandleError):
+    rc = RC.AUTHENTICATION_FAILED
+
+
+class AuthenticationNeeded(HandleError):
+    rc = RC.AUTHENTICATION_NEEDED
+
+
+RecordLookup = Callable[[str], Awaitable[tuple[HandleValue, ...] | None]]
+
+
+class Authenticator:
+    def __init__(
+        self,
+        lookup_record: RecordLookup,
+        *,
+        case_sensitive: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lookup_record = lookup_record  # key -> current record, fresh from the store
+        self._case_sensitive = case_sensitive
+        self._clock = clock
+        self._verified: OrderedDict[bytes, float] = OrderedDict()
+
+    async def authenticate_basic(self, header: str) -> Identity:
+        """Check an ``Authorization: Basic ...`` header; raises AuthenticationFailed."""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise AuthenticationFailed(f"Unsupported authorization scheme {scheme!r}")
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise AuthenticationFailed("Malformed Basic credentials") from exc
+        # Handle.Net clients percent-encode the colon of "index:handle", so the
+        # first colon ends the username (RFC 7617) and secrets may hold colons.
+        username, colon, password = decoded.partition(":")
+        if not colon:
+            raise AuthenticationFailed("Malformed Basic credentials")
+        identity = Identity.parse(username)
+        await self.verify(identity, password.encode("utf-8"))
+        return identity
+
+    async def verify(self, identity: Identity, secret: bytes) -> None:
+        try:
+            key = parse_handle(identity.handle, case_sensitive=self._case_sensitive).key
+        except InvalidHandle as exc:
+            raise AuthenticationFailed("Identity not verified") from exc
+        record = await self._lookup_record(key)
+        stored = next(
+            (v.data for v in record or () if v.index == identity.index and v.type == HS_SECKEY),
+            None,
+        )
+        if stored is None:
+            raise AuthenticationFailed("Identity not verified")
+        memo = hashlib.sha256(
+            b"\0".join((identity.text.encode(), stored, secret))
+        ).digest()
+        now = self._clock()
+        seen = self._verified.get(memo)
+        if seen is not None and seen > now:
+            return
+        if not verify_secret(stored, secret):
+            raise AuthenticationFailed("Identity not verified")
+        self._verified[memo] = now + VERIFIED_TTL
+        self._verified.move_to_end(memo)
+        while len(self._verified) > VERIFIED_MAX:
+            self._verified.popitem(last=False)

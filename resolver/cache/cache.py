@@ -1,0 +1,162 @@
+"""Bounded LRU of resolved records with coalesced misses and safe invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sized
+from typing import TypeVar
+
+from protocol.codes import RC
+from protocol.values import HandleValue
+from resolver.cache.entry import CacheEntry, record_size
+
+# What a lookup behind the cache answers: a response code and, on success, the values.
+Resolution = tuple[RC, tuple[HandleValue, ...] | None]
+Loader = Callable[[], Awaitable[Resolution]]
+InvalidationListener = Callable[[str], None]
+T = TypeVar("T", bound=Sized)
+
+# Encodings kept per entry (one per spelling of the handle a reply echoes, etc.).
+MAX_ENCODINGS_PER_ENTRY = 8
+
+
+class ResolutionCache:
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        max_ttl: float,
+        negative_ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_ttl = max_ttl
+        self.negative_ttl = negative_ttl
+        self._clock = clock
+        self._wall_clock = wall_clock  # absolute value TTLs are Unix times
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[CacheEntry]] = {}  # loading tasks
+        self._listeners: list[InvalidationListener] = []
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.coalesced = 0
+        self.evictions = 0
+        self.expirations = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- reading -----------------------------------------------------------
+
+    def peek(self, key: str) -> CacheEntry | None:
+        """The live entry for ``key`` (counted as a hit), or None. Never awaits."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires <= self._clock():
+            self._drop(key)
+            self.expirations += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    async def get(self, key: str, load: Loader) -> CacheEntry:
+        """The entry for ``key``, calling ``load`` once however many callers miss at once."""
+        entry = self.peek(key)
+        if entry is not None:
+            return entry
+        task = self._inflight.get(key)
+        if task is None:
+            self.misses += 1
+            # A task of its own, so a caller that goes away does not cancel
+            # the lookup the others are waiting for.
+            task = asyncio.ensure_future(self._load(key, load))
+            self._inflight[key] = task
+        else:
+            self.coalesced += 1
+        return await asyncio.shield(task)
+
+    async def _load(self, key: str, load: Loader) -> CacheEntry:
+        try:
+            rc, values = await load()
+        except BaseException:
+            if self._inflight.get(key) is asyncio.current_task():
+                del self._inflight[key]
+            raise
+        entry = self._make_entry(key, rc, values)
+        # Invalidated while loading: answer the callers, but do not keep it.
+        if self._inflight.get(key) is asyncio.current_task():
+            del self._inflight[key]
+            self._insert(entry)
+        return entry
+
+    def encoded(self, entry: CacheEntry, which: object, encode: Callable[[], T]) -> T:
+        """``entry``'s encoding ``which``, made once by ``encode`` and charged its ``len()``."""
+        body = entry.encodings.get(which)  # type: ignore[assignment]
+        if body is None:
+            body = encode()
+            if len(entry.encodings) < MAX_ENCODINGS_PER_ENTRY:
+                entry.encodings[which] = body
+                entry.size += len(body)
+                if self._entries.get(entry.key) is entry:
+                    self.bytes += len(body)
+                    self._evict()
+        return body
+
+    # -- writing -----------------------------------------------------------
+
+    def invalidate(self, key: str) -> None:
+        """Forget ``key`` (call after a write commits, before acknowledging it)."""
+        self._inflight.pop(key, None)
+        if key in self._entries:
+            self._drop(key)
+        for listener in self._listeners:
+            listener(key)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._inflight.clear()
+        self.bytes = 0
+
+    def add_invalidation_listener(self, listener: InvalidationListener) -> None:
+        """Called with every invalidated key: the hook to tell other workers/nodes."""
+        self._listeners.append(listener)
+
+    # -- internals ---------------------------------------------------------
+
+    def _make_entry(self, key: str, rc: RC, values: tuple[HandleValue, ...] | None) -> CacheEntry:
+        now = self._clock()
+        if values is None:
+            ttl = self.negative_ttl
+        else:
+            ttl = self.max_ttl
+            wall = self._wall_clock()
+            for v in values:
+                # A value's own TTL bounds how long the record may be served.
+                ttl = min(ttl, (v.ttl - wall) if v.ttl_absolute else v.ttl)
+            ttl = max(ttl, 0.0)
+        return CacheEntry(key, values, now + ttl, rc, size=record_size(values))
+
+    def _insert(self, entry: CacheEntry) -> None:
+        if entry.expires <= self._clock():
+            return  # TTL 0: never cached
+        old = self._entries.pop(entry.key, None)
+        if old is not None:
+            self.bytes -= old.size
+        self._entries[entry.key] = entry
+        self.bytes += entry.size
+        self._evict()
+
+    def _evict(self) -> None:
+        while self.bytes > self.max_bytes and self._entries:
+            _, victim = self._entries.popitem(last=False)
+            self.bytes -= victim.size
+            self.evictions += 1
+
+    def _drop(self, key: str) -> None:
+        self.bytes -= self._entries.pop(key).size

@@ -1,0 +1,33 @@
+"""Immutable cache entries and the bytes they are charged for."""
+
+from __future__ import annotations
+
+from collections.abc import Sized
+from dataclasses import dataclass, field
+
+from protocol.codes import RC
+from protocol.values import HandleValue
+
+# Rough per-entry overhead of the Python objects around the payload.
+ENTRY_OVERHEAD = 200
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """One resolved key. ``values`` is None for a negative answer (``rc`` says which)."""
+
+    key: str
+    values: tuple[HandleValue, ...] | None
+    expires: float
+    rc: RC = RC.SUCCESS
+    # Encodings made on first use, keyed by the encoder's own key (e.g. the
+    # handle spelling a reply echoes). Entries are shared by concurrent
+    # requests, so an encoding is only ever added, never changed.
+    encodings: dict[object, Sized] = field(default_factory=dict)
+    size: int = 0
+
+
+def record_size(values: tuple[HandleValue, ...] | None) -> int:
+    if not values:
+        return ENTRY_OVERHEAD
+    return ENTRY_OVERHEAD + sum(64 + len(v.type) + len(v.data) for v in values)

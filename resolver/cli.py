@@ -1,0 +1,174 @@
+"""``idnode``: run a node, administer its store, and talk to a node as a client.
+
+    idnode init     --store PATH --prefix 88.100.1 [--admin-secret S]
+    idnode serve    --store PATH [--host H] [--port 8000] [--cache-size BYTES] ...
+    idnode resolve  HANDLE [--server URL] [--type T] [--index N]
+    idnode register HANDLE (--value TYPE=DATA ... | --json FILE) --auth 300:P/ADMIN [--secret S]
+    idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
+    idnode prefix   add|list ...
+    idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from resolver import admin_tasks, client
+from resolver.config import DEFAULT_STORE, NodeConfig
+from resolver.roles import ROLES
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+# Instance, not class: slotted dataclass fields are descriptors on the class.
+_DEFAULTS = NodeConfig()
+
+
+def _size(text: str) -> int:
+    """``256M``, ``1G``, ``65536``: bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idnode", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="create a store and home a prefix with its admin handle")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--prefix", required=True, help="e.g. 88.100.1")
+    p.add_argument("--admin-secret", help="secret of <prefix>/ADMIN (generated if omitted)")
+    p.add_argument("--if-new", action="store_true", help="do nothing if the prefix is homed")
+
+    p = sub.add_parser("serve", help="run the node")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--role", choices=ROLES, default="secondary")
+    p.add_argument("--cache-size", type=_size, default=_DEFAULTS.cache_bytes,
+                   help="cache bound in bytes (256M, 1G...)")
+    p.add_argument("--cache-max-ttl", type=float, default=_DEFAULTS.cache_max_ttl)
+    p.add_argument("--cache-negative-ttl", type=float, default=_DEFAULTS.cache_negative_ttl)
+    p.add_argument("--case-sensitive", action="store_true",
+                   help="compare suffixes case-sensitively (prefixes never are)")
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--access-log", action="store_true", help="log every request (slow)")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--allow-insecure-auth", action="store_true",
+                   help="accept credentials over plain HTTP from any address, not only loopback")
+    p.add_argument("--server-admin", action="append", default=[],
+                   help="index:handle allowed everything (repeatable)")
+    p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
+                   help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+
+    for name, text in (("resolve", "resolve a handle from a node"),):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("handle")
+        p.add_argument("--server", default=DEFAULT_SERVER)
+        p.add_argument("--type", action="append", default=[])
+        p.add_argument("--index", action="append", type=int, default=[])
+
+    p = sub.add_parser("register", help="create or replace a handle on a node")
+    p.add_argument("handle")
+    p.add_argument("--value", action="append", default=[],
+                   help="TYPE=DATA or INDEX:TYPE=DATA (repeatable)")
+    p.add_argument("--json", help="file with the values as Handle REST JSON")
+    p.add_argument("--no-overwrite", action="store_true", help="fail if the handle exists")
+    _client_auth(p)
+
+    p = sub.add_parser("delete", help="delete a handle, or some of its values")
+    p.add_argument("handle")
+    p.add_argument("--index", action="append", type=int, default=[])
+    _client_auth(p)
+
+    p = sub.add_parser("prefix", help="home prefixes in a store")
+    psub = p.add_subparsers(dest="prefix_command", required=True)
+    pa = psub.add_parser("add", help="home a prefix (a running node notices within seconds)")
+    pa.add_argument("prefix")
+    pa.add_argument("--store", default=str(DEFAULT_STORE))
+    pa.add_argument("--admin", help="index:handle administering the prefix")
+    pl = psub.add_parser("list", help="list homed prefixes")
+    pl.add_argument("--store", default=str(DEFAULT_STORE))
+
+    p = sub.add_parser("import", help="bulk-load handles from JSONL into a store")
+    p.add_argument("file", help="JSONL: {\"handle\": ..., \"values\": [...]} per line; - = stdin")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--batch", type=int, default=5000)
+
+    p = sub.add_parser("export", help="stream a store's handles as JSONL")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--prefix")
+    p.add_argument("--output", default="-")
+    return parser
+
+
+def _client_auth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=DEFAULT_SERVER)
+    p.add_argument("--auth", required=True, help="identity index:handle, e.g. 300:88.100.1/ADMIN")
+    p.add_argument("--secret", default=os.environ.get("IDNODE_SECRET"),
+                   help="the identity's secret (or $IDNODE_SECRET)")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+    except admin_tasks.CommandError as exc:
+        print(f"idnode: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "serve":
+        from resolver.server import run
+
+        run(
+            NodeConfig(
+                store=args.store, host=args.host, port=args.port, role=args.role,
+                cache_bytes=args.cache_size, cache_max_ttl=args.cache_max_ttl,
+                cache_negative_ttl=args.cache_negative_ttl, case_sensitive=args.case_sensitive,
+                access_log=args.access_log, log_level=args.log_level,
+                tls_cert=args.tls_cert, tls_key=args.tls_key,
+                allow_insecure_auth=args.allow_insecure_auth,
+                server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
+            )
+        )
+        return 0
+    if command == "init":
+        return asyncio.run(
+            admin_tasks.init(args.store, args.prefix, args.admin_secret, args.if_new)
+        )
+    if command == "prefix":
+        if args.prefix_command == "add":
+            return asyncio.run(admin_tasks.prefix_add(args.store, args.prefix, args.admin))
+        return asyncio.run(admin_tasks.prefix_list(args.store))
+    if command == "import":
+        return asyncio.run(admin_tasks.import_jsonl(args.store, args.file, args.batch))
+    if command == "export":
+        return asyncio.run(admin_tasks.export_jsonl(args.store, args.prefix, args.output))
+    if command == "resolve":
+        return asyncio.run(client.resolve(args.server, args.handle, args.type, args.index))
+    if command == "register":
+        return asyncio.run(client.register(args))
+    if command == "delete":
+        return asyncio.run(client.delete(args))
+    raise AssertionError(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Node configuration: one frozen object built once from CLI flags (and env)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_STORE = Path("var/idnode.db")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    store: str = str(DEFAULT_STORE)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    role: str = "secondary"
+    # Cache: bytes of encoded replies + records it may hold, and TTL bounds.
+    cache_bytes: int = 256 * 1024 * 1024
+    cache_max_ttl: float = 3600.0
+    cache_negative_ttl: float = 5.0
+    case_sensitive: bool = False
+    access_log: bool = False
+    log_level: str = "INFO"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Credentials sent over plain HTTP are honoured only from loopback clients
+    # unless this is set (Handle.Net ignores them over HTTP altogether).
+    allow_insecure_auth: bool = False
+    # "index:handle" identities allowed everything on this node.
+    server_admins: tuple[str, ...] = field(default=())
+    sqlite_synchronous: str = "NORMAL"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)

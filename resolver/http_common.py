@@ -1,0 +1,51 @@
+"""Response helpers shared by the HTTP handlers: one place builds JSON and error replies."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Final
+
+from aiohttp import web
+
+from protocol import rest_json
+from protocol.codes import RC
+from protocol.errors import HandleError
+
+JSON_TYPE: Final = "application/json;charset=utf-8"
+JSON_HEADERS: Final = {"Content-Type": JSON_TYPE}
+CHALLENGE_HEADERS: Final = {"Content-Type": JSON_TYPE, "WWW-Authenticate": 'Basic realm="handle"'}
+
+
+def json_bytes(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, headers=JSON_HEADERS)
+
+
+def error_response(
+    exc: HandleError,
+    handle_text: str | None,
+    *,
+    method: str,
+    auth_possible: bool,
+    tls: bool,
+) -> web.Response:
+    """The reply for a failed request, in the REST API's terms (status + JSON body)."""
+    rc = int(exc.rc)
+    body = rest_json.error_reply(rc, handle_text, exc.message or None)
+    if rc == RC.AUTHENTICATION_NEEDED:
+        # Ask for credentials only where we would accept them (TLS, or loopback).
+        if auth_possible:
+            return web.Response(body=body, status=401, headers=CHALLENGE_HEADERS)
+        return json_bytes(body, 403)
+    if rc == RC.AUTHENTICATION_FAILED:
+        return web.Response(body=body, status=401, headers=CHALLENGE_HEADERS)
+    return json_bytes(body, rest_json.http_status(rc, method=method, tls=tls))
+
+
+def is_loopback(request: web.BaseRequest) -> bool:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if not peer:
+        return False
+    try:
+        return ipaddress.ip_address(peer[0]).is_loopback
+    except ValueError:
+        return False  # a Unix socket path, etc.

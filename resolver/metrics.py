@@ -1,0 +1,98 @@
+"""Prometheus metrics for the node.
+
+Per-request counting is on the hot path, where prometheus-client's labelled
+objects cost ~1 µs (counter) and ~2 µs (histogram) per call on these machines:
+a few percent of a cached resolve. So requests are counted in plain ints and a
+fixed-bucket histogram here and handed to prometheus-client as metric families
+at scrape time. Everything off the hot path uses prometheus-client directly.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+# Seconds; fine at the bottom because a cached resolve takes tens of µs.
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+
+
+class RouteLatency:
+    """Counts and a latency histogram for one route: O(log buckets) per request."""
+
+    __slots__ = ("buckets", "codes", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # last one is +Inf
+        self.total = 0.0
+        self.codes: dict[int, int] = {}
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.codes[status] = self.codes.get(status, 0) + 1
+
+
+class RequestMetrics:
+    """Request counters for every transport; a prometheus-client collector."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], RouteLatency] = {}
+
+    def route(self, transport: str, route: str) -> RouteLatency:
+        """Bind once per route (at startup or first use) and keep the object."""
+        key = (transport, route)
+        stats = self.routes.get(key)
+        if stats is None:
+            stats = self.routes[key] = RouteLatency()
+        return stats
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "idnode_requests", "Requests answered, by transport, route and status",
+            labels=["transport", "route", "status"],
+        )
+        latency = HistogramMetricFamily(
+            "idnode_request_duration_seconds", "Time to answer a request",
+            labels=["transport", "route"],
+        )
+        for (transport, route), stats in sorted(self.routes.items()):
+            for status, count in sorted(stats.codes.items()):
+                requests.add_metric([transport, route, str(status)], count)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), stats.buckets, strict=True):
+                cumulative += count
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+            latency.add_metric([transport, route], buckets, stats.total)
+        yield requests
+        yield latency
+
+
+class GaugeCollector:
+    """Exposes numbers owned by other objects (cache counters...) at scrape time."""
+
+    def __init__(self, gauges: dict[str, tuple[str, str, Callable[[], float]]]) -> None:
+        # name -> (kind "counter"|"gauge", help, read)
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (kind, help_text, read) in self.gauges.items():
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(name, help_text, value=read())
+
+
+def store_latency(registry: CollectorRegistry) -> Histogram:
+    return Histogram(
+        "idnode_store_duration_seconds", "Time spent in store calls, by operation",
+        ["operation"], registry=registry, buckets=LATENCY_BUCKETS,
+    )

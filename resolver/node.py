@@ -1,0 +1,156 @@
+"""The node: store, cache, role chain, authentication and the write path, wired once.
+
+Transports (the REST API, and later the binary protocol and the SNMS API)
+hold a ``Node`` and call ``resolve`` and the ``Registrar`` on it; none of them
+talks to the store directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from prometheus_client import CollectorRegistry
+
+from protocol.errors import HandleError
+from protocol.identifier import Handle, parse_handle, parse_prefix, prefix_handle
+from protocol.values import HandleValue
+from registry.sqlite_store import SQLiteStore
+from registry.store import Store
+from resolver.auth import Authenticator, Identity
+from resolver.cache import CacheEntry, ResolutionCache
+from resolver.config import NodeConfig
+from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
+from resolver.registrar import Registrar
+from resolver.roles import chain_for_role
+
+log = logging.getLogger(__name__)
+
+HOMED_REFRESH_SECONDS = 5.0
+
+
+def open_store(config: NodeConfig) -> Store:
+    """The backend named by ``--store``: a file path means the embedded SQLite store."""
+    if "://" in config.store:
+        raise ValueError(f"Unsupported store URL {config.store!r}: give a file path")
+    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous)
+
+
+class Node:
+    def __init__(self, config: NodeConfig, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store if store is not None else open_store(config)
+        self.homed: set[str] = set()
+        self.cache = ResolutionCache(
+            max_bytes=config.cache_bytes,
+            max_ttl=config.cache_max_ttl,
+            negative_ttl=config.cache_negative_ttl,
+        )
+        self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
+        self.authenticator = Authenticator(self.store.get, case_sensitive=config.case_sensitive)
+        self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
+        self.registrar = Registrar(self)
+        self.registry = CollectorRegistry()
+        self.requests = RequestMetrics()
+        self.store_latency = store_latency(self.registry)
+        self._register_metrics()
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.reload_homed()
+        self._refresher = asyncio.create_task(self._refresh_homed_forever())
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await self.store.close()
+
+    # -- resolution --------------------------------------------------------
+
+    def parse(self, text: str) -> Handle:
+        return parse_handle(text, case_sensitive=self.config.case_sensitive)
+
+    def fast_key(self, text: str) -> str | None:
+        """The cache key of ``text`` without a full parse, when that is safe.
+
+        For ASCII, upper-casing keeps length and characters, so a key found in
+        the cache proves the text valid: only parsed handles get cached.
+        """
+        if self.config.case_sensitive or not text.isascii():
+            return None
+        return text.upper()
+
+    async def resolve(self, handle: Handle) -> CacheEntry:
+        return await self.cache.get(handle.key, lambda: self._timed_lookup(handle))
+
+    async def _timed_lookup(self, handle: Handle):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return await self._lookup(handle)
+        finally:
+            self.store_latency.labels("get").observe(time.perf_counter() - start)
+
+    async def record_of(self, handle_text: str) -> tuple[HandleValue, ...] | None:
+        """The stored record of a handle held here (None if absent or not a handle)."""
+        try:
+            key = self.parse(handle_text).key
+        except HandleError:
+            return None
+        return await self.store.get(key)
+
+    def serves(self, prefix: str) -> bool:
+        return prefix.upper() in self.homed
+
+    # -- prefixes ----------------------------------------------------------
+
+    async def reload_homed(self) -> None:
+        current = set(await self.store.homed_prefixes())
+        if current != self.homed:
+            self.homed.clear()
+            self.homed.update(current)
+            self.cache.clear()  # answers "not responsible" may now be wrong
+
+    async def _refresh_homed_forever(self) -> None:
+        # Prefixes are homed offline too (``idnode prefix add``): notice them.
+        while True:
+            await asyncio.sleep(HOMED_REFRESH_SECONDS)
+            try:
+                await self.reload_homed()
+            except Exception:
+                log.exception("Could not reload homed prefixes")
+
+    async def home_prefix(self, prefix: str, admin_values: list[HandleValue]) -> None:
+        """Home ``prefix`` here and write its ``0.NA/`` record (admins of the prefix)."""
+        prefix = parse_prefix(prefix)
+        await self.store.home_prefix(prefix)
+        if admin_values:
+            key = self.parse(prefix_handle(prefix)).key
+            await self.store.put(key, admin_values)
+            self.cache.invalidate(key)
+        await self.reload_homed()
+
+    # -- metrics -----------------------------------------------------------
+
+    def _register_metrics(self) -> None:
+        cache = self.cache
+        self.registry.register(self.requests)  # type: ignore[arg-type]
+        self.registry.register(
+            GaugeCollector(  # type: ignore[arg-type]
+                {
+                    "idnode_cache_hits": ("counter", "Cache hits", lambda: cache.hits),
+                    "idnode_cache_misses": ("counter", "Cache misses (store lookups)",
+                                            lambda: cache.misses),
+                    "idnode_cache_coalesced": ("counter", "Misses that joined a lookup in flight",
+                                               lambda: cache.coalesced),
+                    "idnode_cache_evictions": ("counter", "Entries evicted for space",
+                                               lambda: cache.evictions),
+                    "idnode_cache_entries": ("gauge", "Entries in the cache", lambda: len(cache)),
+                    "idnode_cache_bytes": ("gauge", "Bytes charged to the cache",
+                                           lambda: cache.bytes),
+                    "idnode_homed_prefixes": ("gauge", "Prefixes served here",
+                                              lambda: len(self.homed)),
+                }
+            )
+        )

@@ -1,0 +1,88 @@
+"""Run a node: open the store, start the HTTP front end, stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+
+from aiohttp import web
+
+from resolver.config import NodeConfig
+from resolver.http_server import HttpFrontend
+from resolver.node import Node
+
+log = logging.getLogger(__name__)
+
+
+class RunningNode:
+    """A started node and its listening sockets (tests start several in one process)."""
+
+    def __init__(self, config: NodeConfig, node: Node | None = None) -> None:
+        self.config = config
+        self.node = node or Node(config)
+        self.frontend = HttpFrontend(self.node)
+        self._runner: web.ServerRunner | None = None
+        self.port = config.port
+
+    async def start(self) -> None:
+        await self.node.start()
+        server = web.Server(
+            self.frontend.handle,
+            # No access log unless asked: it halves throughput.
+            access_log=logging.getLogger("idnode.access") if self.config.access_log else None,
+        )
+        self._runner = web.ServerRunner(server, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.config.host, self.config.port, ssl_context=self._ssl_context()
+        )
+        await site.start()
+        sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]  # the real one when port 0 was asked
+        scheme = "https" if self.config.tls else "http"
+        log.info(
+            "idnode %s node serving %s on %s://%s:%d",
+            self.config.role, ", ".join(sorted(self.node.homed)) or "no prefixes",
+            scheme, self.config.host, self.port,
+        )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.node.stop()
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)  # type: ignore[arg-type]
+        return context
+
+
+async def serve_forever(config: NodeConfig) -> None:
+    running = RunningNode(config)
+    await running.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("Stopping")
+        await running.stop()
+
+
+def run(config: NodeConfig) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is not built for every platform
+        asyncio.run(serve_forever(config))
+    else:
+        uvloop.run(serve_forever(config))

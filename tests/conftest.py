@@ -1,0 +1,3 @@
+from live import live_node
+
+__all__ = ["live_node"]

@@ -1,0 +1,176 @@
+import asyncio
+
+import pytest
+
+from protocol.codes import RC
+from protocol.values import HandleValue
+from resolver.cache import ResolutionCache
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_cache(clock, **kw):
+    opts = dict(max_bytes=1 << 20, max_ttl=3600, negative_ttl=5, clock=clock,
+                wall_clock=lambda: 2_000_000_000.0)
+    opts.update(kw)
+    return ResolutionCache(**opts)
+
+
+def record(ttl=86400, data=b"x"):
+    return (HandleValue(1, "URL", data, ttl=ttl),)
+
+
+async def test_hit_after_miss_and_ttl_expiry():
+    clock = FakeClock()
+    cache = make_cache(clock)
+    calls = 0
+
+    async def load():
+        nonlocal calls
+        calls += 1
+        return RC.SUCCESS, record(ttl=60)
+
+    await cache.get("K", load)
+    await cache.get("K", load)
+    assert calls == 1 and cache.hits == 1
+    clock.now += 61  # value TTL, not the cache's cap, bounds the entry
+    await cache.get("K", load)
+    assert calls == 2
+
+
+async def test_absolute_ttl_bounds_entry():
+    clock = FakeClock()
+    cache = make_cache(clock)
+    v = (HandleValue(1, "URL", b"x", ttl=2_000_000_010, ttl_absolute=True),)
+
+    async def load():
+        return RC.SUCCESS, v
+
+    entry = await cache.get("K", load)
+    assert entry.expires == pytest.approx(clock.now + 10)
+
+
+async def test_negative_entries_use_negative_ttl():
+    clock = FakeClock()
+    cache = make_cache(clock, negative_ttl=2)
+
+    async def load():
+        return RC.HANDLE_NOT_FOUND, None
+
+    entry = await cache.get("K", load)
+    assert entry.values is None and entry.rc == RC.HANDLE_NOT_FOUND
+    assert cache.peek("K") is not None
+    clock.now += 3
+    assert cache.peek("K") is None
+
+
+async def test_concurrent_misses_coalesce():
+    cache = make_cache(FakeClock())
+    gate = asyncio.Event()
+    calls = 0
+
+    async def load():
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return RC.SUCCESS, record()
+
+    tasks = [asyncio.create_task(cache.get("K", load)) for _ in range(50)]
+    await asyncio.sleep(0)
+    gate.set()
+    entries = await asyncio.gather(*tasks)
+    assert calls == 1
+    assert all(e is entries[0] for e in entries)
+    assert cache.coalesced == 49
+
+
+async def test_cancelled_caller_does_not_cancel_shared_load():
+    cache = make_cache(FakeClock())
+    gate = asyncio.Event()
+
+    async def load():
+        await gate.wait()
+        return RC.SUCCESS, record()
+
+    first = asyncio.create_task(cache.get("K", load))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(cache.get("K", load))
+    await asyncio.sleep(0)
+    first.cancel()
+    gate.set()
+    entry = await second
+    assert entry.values == record()
+
+
+async def test_invalidation_during_load_is_not_cached():
+    """A reader that raced a writer must not put the old record back."""
+    cache = make_cache(FakeClock())
+    gate = asyncio.Event()
+
+    async def stale_load():
+        await gate.wait()
+        return RC.SUCCESS, record(data=b"old")
+
+    reader = asyncio.create_task(cache.get("K", stale_load))
+    await asyncio.sleep(0)
+    cache.invalidate("K")  # the write committed meanwhile
+    gate.set()
+    assert (await reader).values == record(data=b"old")
+    assert cache.peek("K") is None
+
+    async def fresh_load():
+        return RC.SUCCESS, record(data=b"new")
+
+    assert (await cache.get("K", fresh_load)).values == record(data=b"new")
+
+
+async def test_byte_bound_evicts_least_recently_used():
+    cache = make_cache(FakeClock(), max_bytes=3000)
+
+    def loader(n):
+        async def load():
+            return RC.SUCCESS, record(data=b"x" * 500)
+        return load
+
+    for n in range(10):
+        await cache.get(f"K{n}", loader(n))
+        cache.peek("K0")  # keep K0 hot
+    assert cache.bytes <= 3000
+    assert cache.evictions > 0
+    assert cache.peek("K0") is not None
+    assert cache.peek("K1") is None
+
+
+async def test_encodings_are_made_once_and_charged():
+    cache = make_cache(FakeClock())
+
+    async def load():
+        return RC.SUCCESS, record()
+
+    entry = await cache.get("K", load)
+    before = cache.bytes
+    made = []
+
+    def encode():
+        made.append(1)
+        return b"y" * 100
+
+    assert cache.encoded(entry, "k", encode) == b"y" * 100
+    assert cache.encoded(entry, "k", encode) == b"y" * 100
+    assert len(made) == 1
+    assert cache.bytes == before + 100
+
+
+async def test_invalidation_listeners_hear_every_key():
+    cache = make_cache(FakeClock())
+    heard = []
+    cache.add_invalidation_listener(heard.append)
+    cache.invalidate("A")
+    cache.invalidate("B")
+    assert heard == ["A", "B"]
