@@ -37,7 +37,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
-from protocol.codes import RC
 from protocol.errors import (
     HandleAlreadyExists,
     HandleError,
@@ -48,7 +47,16 @@ from protocol.errors import (
 )
 from protocol.record_msgpack import decode_record, encode_record
 from protocol.values import HandleValue
-from registry.store import PutItem, PutResult, Record, Store
+from registry.store import (
+    IncompatibleSchema,
+    PutItem,
+    PutResult,
+    Record,
+    Store,
+    StoreBusy,
+    StoreClosed,
+    StoreError,
+)
 
 SCHEMA_VERSION: Final = 1
 
@@ -103,26 +111,6 @@ _UPSERT_MULTI: Final = (
 _SYNCHRONOUS: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
 _SCAN_PAGE: Final = 500  # rows per iter_records page
 _IN_LIMIT: Final = 500  # keys per "key IN (...)" existence probe
-
-
-class StoreError(HandleError):
-    """The storage itself failed (I/O, disk full, corrupt data): rc 2."""
-
-    rc = RC.ERROR
-
-
-class StoreBusy(StoreError):
-    """The database stayed locked by another process: rc 3, retry later."""
-
-    rc = RC.SERVER_TOO_BUSY
-
-
-class StoreClosed(StoreError):
-    """The store is not open (never opened, or closed)."""
-
-
-class IncompatibleSchema(StoreError):
-    """The file was written by a newer idnode, or is not an idnode store."""
 
 
 def _map_sqlite_error(exc: sqlite3.Error) -> HandleError:

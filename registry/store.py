@@ -8,7 +8,11 @@ changed nothing (all or nothing, per call, and per item for ``put_many``).
 
 Errors are the protocol's (``protocol.errors``): ``HandleNotFound`` (100),
 ``HandleAlreadyExists`` (101), ``ValuesNotFound`` (200),
-``ValueAlreadyExists`` (201).
+``ValueAlreadyExists`` (201); failures of the storage itself are
+``StoreError`` (rc 2) and its subclasses below, shared by every backend.
+
+``add_values`` leaves the record sorted by index; ``put`` keeps the caller's
+order. Removing every value leaves an empty record, not a deleted handle.
 """
 
 from __future__ import annotations
@@ -17,10 +21,31 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from protocol.codes import RC
 from protocol.errors import HandleError
 from protocol.values import HandleValue
 
 Record = tuple[HandleValue, ...]
+
+
+class StoreError(HandleError):
+    """The storage itself failed (I/O, disk full, corrupt data): rc 2."""
+
+    rc = RC.ERROR
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked by another process: rc 3, retry later."""
+
+    rc = RC.SERVER_TOO_BUSY
+
+
+class StoreClosed(StoreError):
+    """The store is not open (never opened, or closed)."""
+
+
+class IncompatibleSchema(StoreError):
+    """The store was written by a newer idnode, or is not an idnode store."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from protocol.codes import RC
-from protocol.errors import HandleError, InvalidHandle
-from protocol.identifier import parse_handle
+from protocol.errors import HandleError
 from protocol.values import HS_SECKEY, HandleValue
 from registry.credentials import verify_secret
 
@@ -55,6 +54,7 @@ class AuthenticationNeeded(HandleError):
     rc = RC.AUTHENTICATION_NEEDED
 
 
+# handle text -> its current record (None if there is none)
 RecordLookup = Callable[[str], Awaitable[tuple[HandleValue, ...] | None]]
 
 
@@ -63,11 +63,9 @@ class Authenticator:
         self,
         lookup_record: RecordLookup,
         *,
-        case_sensitive: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._lookup_record = lookup_record  # key -> current record, fresh from the store
-        self._case_sensitive = case_sensitive
+        self._lookup_record = lookup_record
         self._clock = clock
         self._verified: OrderedDict[bytes, float] = OrderedDict()
 
@@ -90,11 +88,7 @@ class Authenticator:
         return identity
 
     async def verify(self, identity: Identity, secret: bytes) -> None:
-        try:
-            key = parse_handle(identity.handle, case_sensitive=self._case_sensitive).key
-        except InvalidHandle as exc:
-            raise AuthenticationFailed("Identity not verified") from exc
-        record = await self._lookup_record(key)
+        record = await self._lookup_record(identity.handle)
         stored = next(
             (v.data for v in record or () if v.index == identity.index and v.type == HS_SECKEY),
             None,

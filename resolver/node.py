@@ -48,7 +48,7 @@ class Node:
             negative_ttl=config.cache_negative_ttl,
         )
         self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
-        self.authenticator = Authenticator(self.store.get, case_sensitive=config.case_sensitive)
+        self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
         self.registrar = Registrar(self)
         self.registry = CollectorRegistry()
@@ -93,12 +93,16 @@ class Node:
             self.store_latency.labels("get").observe(time.perf_counter() - start)
 
     async def record_of(self, handle_text: str) -> tuple[HandleValue, ...] | None:
-        """The stored record of a handle held here (None if absent or not a handle)."""
+        """The record of a handle, through the cache (None if absent or not a handle).
+
+        For credentials and admin lists: hot (every write of a prefix reads
+        the same ones) and safe to cache, since every write invalidates its key.
+        """
         try:
-            key = self.parse(handle_text).key
+            handle = self.parse(handle_text)
         except HandleError:
             return None
-        return await self.store.get(key)
+        return (await self.resolve(handle)).values
 
     def serves(self, prefix: str) -> bool:
         return prefix.upper() in self.homed

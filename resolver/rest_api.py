@@ -212,8 +212,7 @@ class RestApi:
         prefix = parse_prefix(prefix_param)
         if not self.node.serves(prefix):
             raise NotResponsible()
-        prefix_key = self.node.parse(prefix_handle(prefix)).key
-        admins = admin_records(await self.node.store.get(prefix_key) or ())
+        admins = admin_records(await self.node.record_of(prefix_handle(prefix)) or ())
         await authorise(
             identity, AdminPerm.LIST_HANDLES, admins, self.node.server_admins, self.node.record_of
         )

@@ -16,8 +16,8 @@ import pytest
 from protocol.codes import RC
 from protocol.errors import HandleAlreadyExists
 from protocol.values import HandleValue
-from registry.sqlite_store import IncompatibleSchema, SQLiteStore, StoreBusy, StoreError
-from registry.store import PutItem
+from registry.sqlite_store import SQLiteStore
+from registry.store import IncompatibleSchema, PutItem, StoreBusy, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
 
