@@ -18,6 +18,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import aiohttp
+
 from resolver import admin_tasks, client
 from resolver.config import DEFAULT_STORE, NodeConfig
 from resolver.roles import ROLES
@@ -128,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except admin_tasks.CommandError as exc:
+        print(f"idnode: {exc}", file=sys.stderr)
+        return 2
+    except aiohttp.ClientError as exc:  # the client commands: node down, TLS, ...
         print(f"idnode: {exc}", file=sys.stderr)
         return 2
 
