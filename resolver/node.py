@@ -50,7 +50,13 @@ class Node:
         self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
-        self.registrar = Registrar(self)
+        self.registrar = Registrar(
+            store=self.store,
+            cache=self.cache,
+            serves=self.serves,
+            record_of=self.record_of,
+            server_admins=self.server_admins,
+        )
         self.registry = CollectorRegistry()
         self.requests = RequestMetrics()
         self.store_latency = store_latency(self.registry)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from protocol.codes import RC
 from protocol.errors import HandleAlreadyExists, HandleError, HandleNotFound, NotResponsible
@@ -24,16 +23,34 @@ from protocol.values import (
     check_record,
 )
 from registry.credentials import hash_secret
+from registry.store import Store
 from resolver.auth import Identity
-from resolver.authz import admin_records, authorise, perms_for_change, perms_for_removal
-
-if TYPE_CHECKING:
-    from resolver.node import Node
+from resolver.authz import (
+    RecordByHandle,
+    admin_records,
+    authorise,
+    perms_for_change,
+    perms_for_removal,
+)
+from resolver.cache import ResolutionCache
 
 
 class Registrar:
-    def __init__(self, node: Node, clock: Callable[[], float] = time.time) -> None:
-        self._node = node
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cache: ResolutionCache,
+        serves: Callable[[str], bool],
+        record_of: RecordByHandle,
+        server_admins: frozenset[Identity],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._serves = serves  # prefix -> homed here?
+        self._record_of = record_of  # cached reads, for credentials and admin lists
+        self._server_admins = server_admins
         self._clock = clock
 
     # -- operations --------------------------------------------------------
@@ -44,7 +61,7 @@ class Registrar:
         """Create the handle, or replace its whole record when ``overwrite``. True if created."""
         self._check_served(handle)
         values = self._prepare(values)
-        store = self._node.store
+        store = self._store
         # Registering a new handle is the common case: when the identity may
         # add handles, try the create first. It costs no read, and a read on
         # the loop thread is slow right after commits (SQLite drops the
@@ -60,7 +77,7 @@ class Registrar:
                         # store's names the key in its stored spelling).
                         raise HandleAlreadyExists() from None
                 else:
-                    self._node.cache.invalidate(handle.key)
+                    self._cache.invalidate(handle.key)
                     return True
             old = await store.get(handle.key)
             if old is None:
@@ -71,7 +88,7 @@ class Registrar:
                 raise HandleAlreadyExists()
             await self._require(identity, handle, perms_for_change(old, values, replace=True), old)
             await store.put(handle.key, values)
-            self._node.cache.invalidate(handle.key)
+            self._cache.invalidate(handle.key)
             return False
         raise HandleError("The handle changed too often to write it; try again", RC.ERROR)
 
@@ -83,8 +100,8 @@ class Registrar:
         values = self._prepare(values)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
-        created = await self._node.store.add_values(handle.key, values, overwrite=overwrite)
-        self._node.cache.invalidate(handle.key)
+        created = await self._store.add_values(handle.key, values, overwrite=overwrite)
+        self._cache.invalidate(handle.key)
         return created
 
     async def remove_values(
@@ -93,25 +110,25 @@ class Registrar:
         self._check_served(handle)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_removal(old, indexes), old)
-        await self._node.store.remove_values(handle.key, indexes)
-        self._node.cache.invalidate(handle.key)
+        await self._store.remove_values(handle.key, indexes)
+        self._cache.invalidate(handle.key)
 
     async def delete(self, identity: Identity, handle: Handle) -> None:
         self._check_served(handle)
         old = await self._existing(handle)
         await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
-        await self._node.store.delete(handle.key)
-        self._node.cache.invalidate(handle.key)
+        await self._store.delete(handle.key)
+        self._cache.invalidate(handle.key)
 
     # -- helpers -----------------------------------------------------------
 
     def _check_served(self, handle: Handle) -> None:
         prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
-        if not self._node.serves(prefix):
+        if not self._serves(prefix):
             raise NotResponsible()
 
     async def _existing(self, handle: Handle) -> tuple[HandleValue, ...]:
-        old = await self._node.store.get(handle.key)
+        old = await self._store.get(handle.key)
         if old is None:
             raise HandleNotFound()
         return old
@@ -142,7 +159,7 @@ class Registrar:
         admins = admin_records(record or ())
         if not admins:
             admins = await self._prefix_admins(handle)
-        await authorise(identity, needed, admins, self._node.server_admins, self._node.record_of)
+        await authorise(identity, needed, admins, self._server_admins, self._record_of)
 
     async def _allowed(self, identity: Identity, handle: Handle, needed: AdminPerm) -> bool:
         """Whether ``identity`` may do ``needed`` as an admin of the prefix (for creates)."""
@@ -155,6 +172,6 @@ class Registrar:
     async def _prefix_admins(self, handle: Handle) -> list[AdminRecord]:
         if handle.is_prefix_handle:
             return []  # prefix records are the server admins' (or their own HS_ADMIN's)
-        return admin_records(await self._node.record_of(prefix_handle(handle.prefix)) or ())
+        return admin_records(await self._record_of(prefix_handle(handle.prefix)) or ())
 
 

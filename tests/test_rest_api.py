@@ -265,3 +265,34 @@ async def test_ops_endpoints(live_node: LiveNode):
     assert "idnode_cache_misses_total" in text
     assert (await live_node.session.get(f"{live_node.url}/healthz")).status == 200
     assert (await live_node.session.get(f"{live_node.url}/readyz")).status == 200
+
+
+async def test_odd_requests_get_protocol_answers_not_500(live_node: LiveNode):
+    await put(live_node, f"{PREFIX}/odd", [URL_VALUE])
+    r = await live_node.session.head(live_node.handle_url(f"{PREFIX}/odd"))
+    assert r.status == 200 and await r.read() == b""
+    r = await live_node.session.options(live_node.handle_url(f"{PREFIX}/odd"))
+    assert r.status == 200 and "PUT" in r.headers["Allow"]
+    # Percent-escapes: %2F is a slash, bad UTF-8 becomes U+FFFD, a bad escape stays literal.
+    assert (await get(live_node, f"{PREFIX}%2Fodd"))[0] == 200
+    status, body = await get(live_node, f"{PREFIX}/odd%C3%28")
+    assert status == 404 and body["handle"] == f"{PREFIX}/odd\ufffd("
+    assert (await get(live_node, f"{PREFIX}/odd%ZZ"))[0] == 404
+    # A body over the limit is refused before it is parsed.
+    r = await put(live_node, f"{PREFIX}/big", b'{"values":[' + b" " * (2 << 20) + b"]}")
+    assert r.status == 413 and (await r.json())["responseCode"] == 4
+    r = await live_node.session.get(
+        live_node.handle_url(f"{PREFIX}/odd"), params={"callback": "cb"})
+    assert r.headers["Content-Type"].startswith("application/javascript")
+    assert (await r.text()).startswith("cb(")
+    r = await live_node.session.get(
+        live_node.handle_url(f"{PREFIX}/odd"), params={"callback": "<script>"})
+    assert r.status in (200, 400) and "<script>" not in await r.text()
+
+
+async def test_post_behaves_as_get_with_json_parameters(live_node: LiveNode):
+    values = [URL_VALUE, {"index": 3, "type": "EMAIL", "data": "a@b.c"}]
+    await put(live_node, f"{PREFIX}/post", values)
+    r = await live_node.session.post(live_node.handle_url(f"{PREFIX}/post"),
+                                     json={"type": "EMAIL"})
+    assert r.status == 200 and [v["index"] for v in (await r.json())["values"]] == [3]
