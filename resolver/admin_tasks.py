@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO
@@ -26,7 +26,7 @@ from protocol.values import (
     encode_admin,
     encode_vlist,
 )
-from registry.credentials import generate_secret, hash_secret
+from registry.credentials import SecretSealer, generate_secret, load_master_key
 from registry.sqlite_store import SQLiteStore
 from registry.store import PutItem, Store
 from resolver.auth import Identity
@@ -89,7 +89,7 @@ async def init(store_path: str, prefix_text: str, secret: str | None, if_new: bo
             parse_handle(admin_handle).key,
             [
                 admin_value(admin_handle),
-                HandleValue(ADMIN_INDEX, HS_SECKEY, hash_secret(secret.encode()),
+                HandleValue(ADMIN_INDEX, HS_SECKEY, sealer_for(store_path).seal(secret.encode()),
                             permissions=SECRET_PERMS),
             ],
         )
@@ -121,7 +121,12 @@ async def prefix_list(store_path: str) -> int:
     return 0
 
 
-def parse_jsonl_line(line: bytes) -> PutItem:
+def sealer_for(store_path: str) -> SecretSealer:
+    """The sealer of the node that will serve ``store_path`` (creates its master key)."""
+    return SecretSealer(load_master_key(store_path))
+
+
+def parse_jsonl_line(line: bytes, seal: Callable[[bytes], bytes]) -> PutItem:
     """One export line: ``{"handle": "...", "values": [...]}`` (Handle REST value JSON)."""
     try:
         obj = orjson.loads(line)
@@ -132,18 +137,19 @@ def parse_jsonl_line(line: bytes) -> PutItem:
     handle = parse_handle(obj["handle"])
     values = [rest_json.decode_value_object(v) for v in obj.get("values") or []]
     check_record(values)
-    return PutItem(handle.key, [_sealed(v) if v.type == HS_SECKEY else v for v in values])
+    return PutItem(handle.key, [_sealed(v, seal) if v.type == HS_SECKEY else v for v in values])
 
 
-def _sealed(value: HandleValue) -> HandleValue:
+def _sealed(value: HandleValue, seal: Callable[[bytes], bytes]) -> HandleValue:
     return dataclasses.replace(
-        value, data=hash_secret(value.data), permissions=value.permissions & SECRET_PERMS
+        value, data=seal(value.data), permissions=value.permissions & SECRET_PERMS
     )
 
 
 async def import_jsonl(store_path: str, file: str, batch: int) -> int:
     source: IO[bytes] = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
     imported = 0
+    seal = sealer_for(store_path).seal
     async with opened(store_path) as store:
         homed = set(await store.homed_prefixes())
         pending: list[PutItem] = []
@@ -152,7 +158,7 @@ async def import_jsonl(store_path: str, file: str, batch: int) -> int:
                 if not line.strip():
                     continue
                 try:
-                    item = parse_jsonl_line(line)
+                    item = parse_jsonl_line(line, seal)
                 except (CommandError, HandleError) as exc:
                     message = exc.message if isinstance(exc, HandleError) else exc
                     raise CommandError(f"{file}:{number}: {message}") from None

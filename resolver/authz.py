@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from protocol.codes import RC
 from protocol.errors import HandleError
+from protocol.identifier import Handle, prefix_handle
 from protocol.values import (
     HS_ADMIN,
     HS_VLIST,
@@ -174,3 +175,20 @@ def perms_for_removal(old: Sequence[HandleValue], indexes: Iterable[int]) -> Adm
         if v.index in wanted:
             needed |= AdminPerm.REMOVE_ADMIN if v.type == HS_ADMIN else AdminPerm.REMOVE_VALUE
     return needed
+
+
+async def may_read_private(
+    identity: Identity,
+    handle: Handle,
+    values: Sequence[HandleValue],
+    server_admins: frozenset[Identity],
+    lookup: RecordByHandle,
+) -> bool:
+    """Whether ``identity`` may see the non-public values of ``handle`` (READ_VALUE)."""
+    if identity in server_admins:
+        return True
+    admins = admin_records(values)
+    if not admins:
+        admins = admin_records(await lookup(prefix_handle(handle.prefix)) or ())
+    perms = await effective_perms(identity, admins, lookup)
+    return perms is not None and bool(perms & AdminPerm.READ_VALUE)

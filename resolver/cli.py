@@ -7,6 +7,7 @@
     idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
     idnode prefix   add|list ...
     idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
+    idnode bench    run|compare|worker|... (load tests: python -m bench.runner)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import aiohttp
 
@@ -52,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=str(DEFAULT_STORE))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--handle-port", type=int, default=_DEFAULTS.handle_port,
+                   help="binary Handle protocol port, UDP and TCP (0 = any free port)")
+    p.add_argument("--no-handle-protocol", action="store_true",
+                   help="serve only HTTP, no binary Handle protocol")
     p.add_argument("--role", choices=ROLES, default="secondary")
     p.add_argument("--cache-size", type=_size, default=_DEFAULTS.cache_bytes,
                    help="cache bound in bytes (256M, 1G...)")
@@ -70,12 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
 
-    for name, text in (("resolve", "resolve a handle from a node"),):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("handle")
-        p.add_argument("--server", default=DEFAULT_SERVER)
-        p.add_argument("--type", action="append", default=[])
-        p.add_argument("--index", action="append", type=int, default=[])
+    p = sub.add_parser("resolve", help="resolve a handle (HTTP, or the binary Handle protocol)")
+    p.add_argument("handle")
+    p.add_argument("--server", default=None,
+                   help=f"HTTP: a URL (default {DEFAULT_SERVER}); --udp/--tcp: HOST:PORT "
+                        "(default 127.0.0.1:2641)")
+    wire = p.add_mutually_exclusive_group()
+    wire.add_argument("--udp", action="store_true",
+                      help="binary Handle protocol over UDP (TCP if the reply is truncated)")
+    wire.add_argument("--tcp", action="store_true", help="binary Handle protocol over TCP")
+    p.add_argument("--type", action="append", default=[])
+    p.add_argument("--index", action="append", type=int, default=[])
 
     p = sub.add_parser("register", help="create or replace a handle on a node")
     p.add_argument("handle")
@@ -108,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=str(DEFAULT_STORE))
     p.add_argument("--prefix")
     p.add_argument("--output", default="-")
+
+    # Only for --help: main() hands `idnode bench ...` to the bench runner untouched.
+    sub.add_parser("bench", help="load tests (python -m bench.runner; needs the bench extra)",
+                   add_help=False)
     return parser
 
 
@@ -119,7 +134,15 @@ def _client_auth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
 
 
+def _bench(argv: list[str]) -> NoReturn:
+    """Become ``python -m bench.runner``: bench/ is a separate tool, never imported here."""
+    os.execv(sys.executable, [sys.executable, "-m", "bench.runner", *argv])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        _bench(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO").upper(),
@@ -145,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         run(
             NodeConfig(
                 store=args.store, host=args.host, port=args.port, role=args.role,
+                handle_port=None if args.no_handle_protocol else args.handle_port,
                 cache_bytes=args.cache_size, cache_max_ttl=args.cache_max_ttl,
                 cache_negative_ttl=args.cache_negative_ttl, case_sensitive=args.case_sensitive,
                 access_log=args.access_log, log_level=args.log_level,
@@ -167,7 +191,11 @@ def _run(args: argparse.Namespace) -> int:
     if command == "export":
         return asyncio.run(admin_tasks.export_jsonl(args.store, args.prefix, args.output))
     if command == "resolve":
-        return asyncio.run(client.resolve(args.server, args.handle, args.type, args.index))
+        if args.udp or args.tcp:
+            return asyncio.run(client.resolve_binary(args))
+        return asyncio.run(
+            client.resolve(args.server or DEFAULT_SERVER, args.handle, args.type, args.index)
+        )
     if command == "register":
         return asyncio.run(client.register(args))
     if command == "delete":

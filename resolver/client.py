@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 
+from protocol import rest_json
+from protocol.codes import RC
+from protocol.errors import HandleError
+from resolver import handle_client
 from resolver.admin_tasks import CommandError
 
 
@@ -78,3 +83,23 @@ async def delete(args: argparse.Namespace) -> int:
         return await _show(response)
 
 
+
+
+async def resolve_binary(args: argparse.Namespace) -> int:
+    """``idnode resolve --udp|--tcp``: print the reply as the REST API would show it."""
+    host, _, port_text = (args.server or "127.0.0.1:2641").rpartition(":")
+    if not host or not port_text.isdigit():
+        raise CommandError(f"--server {args.server!r}: expected HOST:PORT")
+    resolve = handle_client.resolve_udp if args.udp else handle_client.resolve_tcp
+    try:
+        result = await resolve(host.strip("[]"), int(port_text), args.handle,
+                               types=tuple(args.type), indexes=tuple(args.index))
+    except (OSError, TimeoutError, HandleError) as exc:
+        raise CommandError(f"{args.server}: {exc or type(exc).__name__}") from None
+    if result.rc == RC.SUCCESS:
+        body = rest_json.resolve_reply(result.handle, result.values)
+    else:
+        body = rest_json.error_reply(result.rc, args.handle, result.message or None)
+    print(orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode())
+    print(f"({result.transport})", file=sys.stderr)
+    return 0 if result.rc == RC.SUCCESS else 1

@@ -13,6 +13,8 @@ class NodeConfig:
     store: str = str(DEFAULT_STORE)
     host: str = "127.0.0.1"
     port: int = 8000
+    # Binary Handle protocol, UDP and TCP on one port (0 = any free port, None = off).
+    handle_port: int | None = 2641
     role: str = "secondary"
     # Cache: bytes of encoded replies + records it may hold, and TTL bounds.
     cache_bytes: int = 256 * 1024 * 1024

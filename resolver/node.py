@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from protocol.errors import HandleError
 from protocol.identifier import Handle, parse_handle, parse_prefix, prefix_handle
 from protocol.values import HandleValue
+from registry.credentials import SecretSealer, load_master_key
 from registry.sqlite_store import SQLiteStore
 from registry.store import Store
 from resolver.auth import Authenticator, Identity
@@ -50,12 +51,16 @@ class Node:
         self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
+        # HS_SECKEY values are kept hashed (HTTP Basic) and sealed under this
+        # node's master key (binary challenge-response needs the key itself).
+        self.sealer = SecretSealer(load_master_key(config.store))
         self.registrar = Registrar(
             store=self.store,
             cache=self.cache,
             serves=self.serves,
             record_of=self.record_of,
             server_admins=self.server_admins,
+            seal=self.sealer.seal,
         )
         self.registry = CollectorRegistry()
         self.requests = RequestMetrics()

@@ -12,7 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from protocol.codes import RC
-from protocol.errors import HandleAlreadyExists, HandleError, HandleNotFound, NotResponsible
+from protocol.errors import (
+    HandleAlreadyExists,
+    HandleError,
+    HandleNotFound,
+    NotResponsible,
+    ValuesNotFound,
+)
 from protocol.identifier import Handle, prefix_handle
 from protocol.values import (
     HS_SECKEY,
@@ -22,7 +28,6 @@ from protocol.values import (
     HandleValue,
     check_record,
 )
-from registry.credentials import hash_secret
 from registry.store import Store
 from resolver.auth import Identity
 from resolver.authz import (
@@ -44,6 +49,7 @@ class Registrar:
         serves: Callable[[str], bool],
         record_of: RecordByHandle,
         server_admins: frozenset[Identity],
+        seal: Callable[[bytes], bytes],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -51,6 +57,7 @@ class Registrar:
         self._serves = serves  # prefix -> homed here?
         self._record_of = record_of  # cached reads, for credentials and admin lists
         self._server_admins = server_admins
+        self._seal = seal  # HS_SECKEY data -> its stored (hashed and sealed) form
         self._clock = clock
 
     # -- operations --------------------------------------------------------
@@ -104,6 +111,21 @@ class Registrar:
         self._cache.invalidate(handle.key)
         return created
 
+    async def modify_values(
+        self, identity: Identity, handle: Handle, values: Sequence[HandleValue]
+    ) -> None:
+        """Replace values whose indexes all exist already (ValuesNotFound otherwise)."""
+        self._check_served(handle)
+        values = self._prepare(values)
+        old = await self._existing(handle)
+        present = {v.index for v in old}
+        missing = [v.index for v in values if v.index not in present]
+        if missing:
+            raise ValuesNotFound(f"No value at index {missing[0]}")
+        await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
+        await self._store.add_values(handle.key, values, overwrite=True)
+        self._cache.invalidate(handle.key)
+
     async def remove_values(
         self, identity: Identity, handle: Handle, indexes: Sequence[int]
     ) -> None:
@@ -142,7 +164,7 @@ class Registrar:
             if v.type == HS_SECKEY:
                 # Never public, and never stored as given.
                 v = dataclasses.replace(
-                    v, data=hash_secret(v.data), permissions=v.permissions & SECRET_PERMS
+                    v, data=self._seal(v.data), permissions=v.permissions & SECRET_PERMS
                 )
             prepared.append(dataclasses.replace(v, timestamp=now))
         return prepared

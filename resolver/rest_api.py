@@ -23,10 +23,10 @@ from protocol.errors import (
     MalformedMessage,
     NotResponsible,
 )
-from protocol.identifier import Handle, parse_prefix, prefix_handle
+from protocol.identifier import parse_prefix, prefix_handle
 from protocol.values import AdminPerm, HandleValue, filter_values
 from resolver.auth import AuthenticationNeeded, Identity
-from resolver.authz import admin_records, authorise, effective_perms
+from resolver.authz import admin_records, authorise, may_read_private
 from resolver.cache import CacheEntry, ResolutionCache
 from resolver.fast_reply import PreEncodedResponse
 from resolver.http_common import JSON_HEADERS, JSON_TYPE, is_loopback, json_bytes
@@ -110,7 +110,9 @@ class RestApi:
             body = cached_reply(self.node.cache, entry, text).body
         else:
             values = filter_values(entry.values, indexes, types)
-            if public_only or not await self._may_read_private(identity, handle, entry.values):
+            if public_only or not await may_read_private(
+                identity, handle, entry.values, self.node.server_admins, self.node.record_of  # type: ignore[arg-type]
+            ):
                 values = [v for v in values if v.public_read]
             body = (
                 rest_json.resolve_reply(text, values)
@@ -118,19 +120,6 @@ class RestApi:
                 else rest_json.values_not_found_reply(text)
             )
         return _render(body, query)
-
-    async def _may_read_private(
-        self, identity: Identity | None, handle: Handle, values: tuple[HandleValue, ...]
-    ) -> bool:
-        if identity is None:
-            return False
-        if identity in self.node.server_admins:
-            return True
-        admins = admin_records(values)
-        if not admins:
-            admins = admin_records(await self.node.record_of(prefix_handle(handle.prefix)) or ())
-        perms = await effective_perms(identity, admins, self.node.record_of)
-        return perms is not None and bool(perms & AdminPerm.READ_VALUE)
 
     # -- PUT /api/handles/{handle} -------------------------------------------
 

@@ -10,7 +10,11 @@ import ssl
 
 from aiohttp import web
 
+from protocol.handle_wire import SiteInfoReply
 from resolver.config import NodeConfig
+from resolver.handle_service import HandleService
+from resolver.handle_site import node_site
+from resolver.handle_transport import start_handle_servers
 from resolver.http_server import HttpFrontend
 from resolver.node import Node
 
@@ -26,6 +30,9 @@ class RunningNode:
         self.frontend = HttpFrontend(self.node)
         self._runner: web.ServerRunner | None = None
         self.port = config.port
+        self.handle_port: int | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
 
     async def start(self) -> None:
         await self.node.start()
@@ -43,14 +50,36 @@ class RunningNode:
         sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
         if sockets:
             self.port = sockets[0].getsockname()[1]  # the real one when port 0 was asked
+        if self.config.handle_port is not None:
+            await self._start_handle_protocol()
         scheme = "https" if self.config.tls else "http"
         log.info(
-            "idnode %s node serving %s on %s://%s:%d",
+            "idnode %s node serving %s on %s://%s:%d%s",
             self.config.role, ", ".join(sorted(self.node.homed)) or "no prefixes",
             scheme, self.config.host, self.port,
+            f", Handle protocol on udp+tcp port {self.handle_port}" if self.handle_port else "",
         )
 
+    async def _start_handle_protocol(self) -> None:
+        assert self.config.handle_port is not None
+        site = node_site(self.config.host, self.config.handle_port or 0, self.port,
+                         tls=self.config.tls)
+        service = HandleService(self.node, site, self.node.sealer.unseal)
+        self._udp, self._tcp = await start_handle_servers(
+            self.node, service, self.config.host, self.config.handle_port
+        )
+        self.handle_port = self._udp.get_extra_info("sockname")[1]
+        if not self.config.handle_port:  # asked for any port: describe the real one
+            service.site_reply = SiteInfoReply.of(
+                node_site(self.config.host, self.handle_port, self.port, tls=self.config.tls)
+            )
+
     async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.node.stop()

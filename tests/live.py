@@ -53,7 +53,7 @@ async def init_store(path: Path) -> None:
 async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
     store_path = tmp_path / "node.db"
     await init_store(store_path)
-    running = RunningNode(NodeConfig(store=str(store_path), port=0))
+    running = RunningNode(NodeConfig(store=str(store_path), port=0, handle_port=0))
     await running.start()
     session = aiohttp.ClientSession()
     try:
