@@ -138,7 +138,9 @@ async def test_large_reply_is_fragmented_with_tc(live_node: LiveNode, port: int)
     assert len(result.values) == 8
 
 
-async def admin_exchange(port: int, message: Message, identity: Identity, secret: bytes):
+async def admin_exchange(
+    port: int, message: Message, identity: Identity, secret: bytes, scheme: int = 0x22
+):
     """Send an admin request over TCP, answer the 402 challenge on a new connection."""
     env, challenge = await exchange_tcp(HOST, port, encode_packet(Envelope(request_id=21),
                                                                   message))
@@ -146,7 +148,7 @@ async def admin_exchange(port: int, message: Message, identity: Identity, secret
         return challenge
     assert isinstance(challenge.body, ChallengeBody) and env.session_id
     signed = answer_secret_key_challenge(secret, challenge.body.nonce,
-                                         challenge.request_digest.digest)
+                                         challenge.request_digest.digest, scheme=scheme)
     answer = Message(OpCode.CHALLENGE_RESPONSE, 0, FLAG_RECU,
                      ChallengeAnswer("HS_SECKEY", identity.handle, identity.index, signed))
     _, final = await exchange_tcp(HOST, port, encode_packet(
@@ -214,3 +216,19 @@ async def test_restricted_values_need_authentication(live_node: LiveNode, port: 
     request = request[:28] + flags.to_bytes(4, "big") + request[32:]
     [reply] = await udp_exchange(port, request)
     assert decode_response(reply)[1].response_code == RC.AUTHENTICATION_NEEDED
+
+
+@pytest.mark.parametrize("scheme", [0x22, 0x12, 0x13, 0x02, 0x01])
+async def test_every_secret_key_scheme_the_reference_accepts(
+    live_node: LiveNode, port: int, scheme: int
+):
+    """PBKDF2-HMAC-SHA1 (Java 9.x), HMAC-SHA1/SHA256, and the 2.1-era digests."""
+    h = f"{PREFIX}/scheme-{scheme:x}"
+    create = Message(OpCode.CREATE_HANDLE, 0, FLAG_RECU,
+                     ValuesBody(h, (HandleValue(1, "URL", b"https://s"),)))
+    reply = await admin_exchange(port, create, Identity.parse(ADMIN), SECRET.encode(), scheme)
+    assert reply.response_code == RC.SUCCESS
+    other = Message(OpCode.CREATE_HANDLE, 0, FLAG_RECU,
+                    ValuesBody(f"{h}-wrong", (HandleValue(1, "URL", b"https://s"),)))
+    wrong = await admin_exchange(port, other, Identity.parse(ADMIN), b"nope", scheme)
+    assert wrong.response_code == RC.AUTHENTICATION_FAILED
