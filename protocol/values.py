@@ -11,6 +11,7 @@ lives in ``protocol.site_info``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
 
@@ -105,7 +106,7 @@ def check_value(value: HandleValue) -> None:
         raise InvalidValue(f"Value {value.index} has an out-of-range ttl")
 
 
-def check_record(values: list[HandleValue] | tuple[HandleValue, ...]) -> None:
+def check_record(values: Sequence[HandleValue]) -> None:
     """Every value valid and indexes unique (rc 201 for a duplicate, as Handle.Net)."""
     from protocol.codes import RC
     from protocol.errors import HandleError

@@ -310,6 +310,7 @@ class SecretSealer:
         if parts is None or parts[1] is None:
             return None
         hashed, blob = parts
+        assert blob is not None  # checked above; spelled out for the type checker
         try:
             raw = base64.b64decode(blob, validate=True)
         except (binascii.Error, ValueError):

@@ -17,8 +17,9 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from protocol.codes import RC
 from protocol.errors import HandleAlreadyExists, HandleError, NotResponsible, ValuesNotFound
@@ -122,15 +123,15 @@ class HandleService:
                   OpCode.SESSION_SETUP, OpCode.VERIFY_CHALLENGE):
             return encode_error_reply(env, msg, RC.OPERATION_NOT_SUPPORTED,
                                       "Operation not supported by this node", now=now)
-        exc = unknown_opcode_error(env, msg)
-        return encode_error_reply(env, msg, exc.rc, exc.message, now=now)
+        unknown = unknown_opcode_error(env, msg)
+        return encode_error_reply(env, msg, unknown.rc, unknown.message, now=now)
 
     # -- resolution --------------------------------------------------------------
 
     async def _anonymous_resolution(
         self, env: Envelope, msg: Message, now: int, cache_key: bytes | None
     ) -> bytes:
-        request: ResolutionRequest = msg.body  # type: ignore[assignment]
+        request = _body(msg, ResolutionRequest)
         entry = await self.node.resolve(self.node.parse(request.handle))
         if (
             entry.values is not None
@@ -160,7 +161,7 @@ class HandleService:
         public_only: bool = True,
         request_id: int | None = None,
     ) -> bytes:
-        request: ResolutionRequest = msg.body  # type: ignore[assignment]
+        request = _body(msg, ResolutionRequest)
         if values is None:
             raise NotResponsible(NOT_HOMED) if rc == RC.SERVER_NOT_RESP else HandleError("", rc)
         chosen = filter_values(values, request.indexes, request.types)
@@ -175,7 +176,7 @@ class HandleService:
     async def _authenticated_resolution(
         self, identity: Identity, env: Envelope, msg: Message, now: int, request_id: int
     ) -> bytes:
-        request: ResolutionRequest = msg.body  # type: ignore[assignment]
+        request = _body(msg, ResolutionRequest)
         handle = self.node.parse(request.handle)
         entry = await self.node.resolve(handle)
         private = entry.values is not None and await may_read_private(
@@ -187,7 +188,7 @@ class HandleService:
     # -- admin operations ----------------------------------------------------------
 
     async def _admin_request(self, env: Envelope, msg: Message, now: int) -> bytes:
-        handle = self.node.parse(msg.body.handle)  # type: ignore[attr-defined]
+        handle = self.node.parse(_admin_body(msg).handle)
         prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
         if msg.op_code == OpCode.CREATE_HANDLE:
             # Refused before any challenge, as the reference server does.
@@ -221,7 +222,7 @@ class HandleService:
         if pending is None:
             return encode_error_reply(env, msg, RC.ERROR, MSG_INVALID_SESSION, now=now)
         original_env, original = pending.envelope, pending.message
-        answer: ChallengeAnswer = msg.body  # type: ignore[assignment]
+        answer = _body(msg, ChallengeAnswer)
         if pending.expires < self._clock():
             return self._final_error(pending, env, HandleError("", RC.AUTHEN_TIMEOUT), now)
         identity = Identity(answer.id_index, answer.id_handle)
@@ -259,22 +260,20 @@ class HandleService:
     async def _perform(self, identity: Identity, msg: Message) -> HandleBody | EmptyBody:
         registrar = self.node.registrar
         op = msg.op_code
-        body = msg.body
-        handle = self.node.parse(body.handle)  # type: ignore[attr-defined]
-        if op == OpCode.CREATE_HANDLE:
-            values: Sequence[HandleValue] = body.values  # type: ignore[attr-defined]
-            await registrar.put_record(identity, handle, values, overwrite=False)
-            return HandleBody(handle.text)
-        if op == OpCode.DELETE_HANDLE:
+        body = _admin_body(msg)
+        handle = self.node.parse(body.handle)
+        if isinstance(body, ValuesBody):
+            if op == OpCode.CREATE_HANDLE:
+                await registrar.put_record(identity, handle, body.values, overwrite=False)
+                return HandleBody(handle.text)
+            if op == OpCode.ADD_VALUE:
+                await registrar.add_values(identity, handle, body.values, overwrite=False)
+            else:  # MODIFY_VALUE
+                await registrar.modify_values(identity, handle, body.values)
+        elif isinstance(body, IndexesBody):  # REMOVE_VALUE
+            await registrar.remove_values(identity, handle, body.indexes)
+        else:  # DELETE_HANDLE
             await registrar.delete(identity, handle)
-        elif op == OpCode.ADD_VALUE:
-            await registrar.add_values(identity, handle, body.values,  # type: ignore[attr-defined]
-                                       overwrite=False)
-        elif op == OpCode.MODIFY_VALUE:
-            await registrar.modify_values(identity, handle, body.values)  # type: ignore[attr-defined]
-        elif op == OpCode.REMOVE_VALUE:
-            indexes: IndexesBody = body  # type: ignore[assignment]
-            await registrar.remove_values(identity, handle, indexes.indexes)
         return EMPTY
 
     # -- errors --------------------------------------------------------------------
@@ -290,3 +289,20 @@ class HandleService:
         """An error to the original request, addressed to the answer (its requestId)."""
         return encode_reply(pending.envelope, pending.message, exc.rc, ErrorBody(exc.message),
                             now=now, request_id=answer_env.request_id, session_id=0)
+
+
+B = TypeVar("B")
+
+
+def _body(msg: Message, kind: type[B]) -> B:
+    """The message's body, checked to be what its opCode carries."""
+    if not isinstance(msg.body, kind):
+        raise HandleError(f"Unexpected body for opCode {msg.op_code}", RC.PROTOCOL_ERROR)
+    return msg.body
+
+
+def _admin_body(msg: Message) -> ValuesBody | IndexesBody | HandleBody:
+    body = msg.body
+    if not isinstance(body, ValuesBody | IndexesBody | HandleBody):
+        raise HandleError(f"Unexpected body for opCode {msg.op_code}", RC.PROTOCOL_ERROR)
+    return body

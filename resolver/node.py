@@ -20,7 +20,7 @@ from registry.credentials import SecretSealer, load_master_key
 from registry.sqlite_store import SQLiteStore
 from registry.store import Store
 from resolver.auth import Authenticator, Identity
-from resolver.cache import CacheEntry, ResolutionCache
+from resolver.cache import CacheEntry, Resolution, ResolutionCache
 from resolver.config import NodeConfig
 from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
 from resolver.registrar import Registrar
@@ -96,7 +96,7 @@ class Node:
     async def resolve(self, handle: Handle) -> CacheEntry:
         return await self.cache.get(handle.key, lambda: self._timed_lookup(handle))
 
-    async def _timed_lookup(self, handle: Handle):  # type: ignore[no-untyped-def]
+    async def _timed_lookup(self, handle: Handle) -> Resolution:
         start = time.perf_counter()
         try:
             return await self._lookup(handle)

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
-from multidict import MultiDictProxy
+from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from protocol import rest_json
 from protocol.codes import RC
@@ -110,8 +110,12 @@ class RestApi:
             body = cached_reply(self.node.cache, entry, text).body
         else:
             values = filter_values(entry.values, indexes, types)
-            if public_only or not await may_read_private(
-                identity, handle, entry.values, self.node.server_admins, self.node.record_of  # type: ignore[arg-type]
+            if (
+                public_only
+                or identity is None
+                or not await may_read_private(
+                    identity, handle, entry.values, self.node.server_admins, self.node.record_of
+                )
             ):
                 values = [v for v in values if v.public_read]
             body = (
@@ -238,21 +242,21 @@ def _entry_error(entry: CacheEntry) -> HandleError:
     return HandleError("", entry.rc)
 
 
-def _int_params(query: MultiDictProxy[str], name: str) -> list[int]:
+def _int_params(query: MultiMapping[str], name: str) -> list[int]:
     try:
         return [int(v) for v in query.getall(name, [])]
     except ValueError as exc:
         raise MalformedMessage(f"Invalid {name} parameter: {exc}") from None
 
 
-def _bool_param(query: MultiDictProxy[str], name: str, *, default: bool) -> bool:
+def _bool_param(query: MultiMapping[str], name: str, *, default: bool) -> bool:
     value = query.get(name)
     if value is None:
         return default
     return value.lower() not in ("false", "0", "no")
 
 
-def _paging(query: MultiDictProxy[str]) -> tuple[int | None, int | None]:
+def _paging(query: MultiMapping[str]) -> tuple[int | None, int | None]:
     """Paging applies only when both page and pageSize are given (as the reference)."""
     try:
         page = int(query["page"]) if "page" in query else None
@@ -266,10 +270,8 @@ def _paging(query: MultiDictProxy[str]) -> tuple[int | None, int | None]:
     return page, size
 
 
-async def _json_params(request: web.BaseRequest, query: MultiDictProxy[str]) -> MultiDictProxy[str]:
+async def _json_params(request: web.BaseRequest, query: MultiMapping[str]) -> MultiMapping[str]:
     """POST as GET: JSON body keys act as parameters (the reference does this)."""
-    from multidict import MultiDict
-
     try:
         params = orjson.loads(await request.read() or b"{}")
     except orjson.JSONDecodeError as exc:
@@ -283,7 +285,7 @@ async def _json_params(request: web.BaseRequest, query: MultiDictProxy[str]) -> 
     return MultiDictProxy(merged)
 
 
-def _render(body: bytes, query: MultiDictProxy[str]) -> web.Response:
+def _render(body: bytes, query: MultiMapping[str]) -> web.Response:
     """Apply ?pretty and ?callback (JSONP) to a reply body."""
     if "pretty" in query:
         body = rest_json.pretty(body)

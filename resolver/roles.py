@@ -10,7 +10,6 @@ passes the handle on to ``next``. The cache sits in front of every chain (see
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 
 from protocol.codes import RC
 from protocol.identifier import PREFIX_NA, Handle
@@ -26,7 +25,14 @@ ROLES = ("secondary",)
 def build_chain(stages: Sequence[Stage], last: Lookup) -> Lookup:
     lookup = last
     for stage in reversed(stages):
-        lookup = partial(stage, next=lookup)
+        lookup = _bind(stage, lookup)
+    return lookup
+
+
+def _bind(stage: Stage, next_lookup: Lookup) -> Lookup:
+    async def lookup(handle: Handle) -> Resolution:
+        return await stage(handle, next_lookup)
+
     return lookup
 
 

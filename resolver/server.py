@@ -47,9 +47,8 @@ class RunningNode:
             self._runner, self.config.host, self.config.port, ssl_context=self._ssl_context()
         )
         await site.start()
-        sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
-        if sockets:
-            self.port = sockets[0].getsockname()[1]  # the real one when port 0 was asked
+        if self._runner.addresses:  # the real port when port 0 was asked
+            self.port = self._runner.addresses[0][1]
         if self.config.handle_port is not None:
             await self._start_handle_protocol()
         scheme = "https" if self.config.tls else "http"

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sized
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from protocol.codes import RC
 from protocol.values import HandleValue
@@ -97,7 +97,7 @@ class ResolutionCache:
 
     def encoded(self, entry: CacheEntry, which: object, encode: Callable[[], T]) -> T:
         """``entry``'s encoding ``which``, made once by ``encode`` and charged its ``len()``."""
-        body = entry.encodings.get(which)  # type: ignore[assignment]
+        body = cast(T | None, entry.encodings.get(which))
         if body is None:
             body = encode()
             if len(entry.encodings) < MAX_ENCODINGS_PER_ENTRY:
