@@ -20,7 +20,7 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,postgres,redis]'
+	$(BIN)/pip install -q -e '.[bench,dev,postgres,redis]'
 	touch $@ $(VENV)/.installed-run
 
 $(STORE): | $(VENV)/.installed-run
@@ -32,9 +32,11 @@ run: $(VENV)/.installed-run $(STORE)
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
+	$(BIN)/mypy protocol registry resolver
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/mypy protocol registry resolver
 	$(BIN)/mypy protocol registry resolver
 
 bench: $(VENV)/.installed-dev

@@ -19,55 +19,22 @@ import json
 import os
 import platform
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 import orjson
 
-from bench.workload import identifier, write_jsonl
-from bench.wrk_load import WrkResult, lua_rotate_get, lua_unique_put, pinned, require_wrk, run_wrk
+from bench.preload import PREFIX, SECRET, prepare_store
+from bench.processes import free_port, idnode, listening, pinned
+from bench.workload import identifier
+from bench.wrk_load import WrkResult, lua_rotate_get, lua_unique_put, require_wrk, run_wrk
 
-PREFIX = "88.100.1"
-SECRET = "bench-secret"
 SERVER_CPU, LOAD_CPU = 0, 1
 HOT_SET = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def idnode(*args: str) -> list[str]:
-    return [sys.executable, "-m", "resolver.cli", *args]
-
-
-@contextmanager
-def process(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{argv} did not start: {proc.stderr.read()!r}") from None
-                time.sleep(0.05)
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def fetch(method: str, url: str, **kw: object) -> tuple[int, bytes]:
@@ -85,7 +52,7 @@ async def warm(base: str, handles: list[str]) -> None:
 def measure(name: str, node_url: str, base_url: str, script: Path, args: argparse.Namespace,
             baseline_argv: list[str], base_port: int) -> dict[str, object]:
     runs: list[dict[str, object]] = []
-    with process(pinned(SERVER_CPU, baseline_argv), base_port):
+    with listening(pinned(SERVER_CPU, baseline_argv), base_port):
         for url in (node_url, base_url):  # warm-up
             run_wrk(url, script, seconds=1, connections=args.connections, cpu=LOAD_CPU)
         for rep in range(args.repetitions):
@@ -122,17 +89,10 @@ def main() -> None:
     out_dir = args.output / f"{stamp}-core"
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="idnode-bench-"))
-    store = work / "bench.db"
 
     print(f"preloading {args.preload:,} identifiers ...", flush=True)
-    jsonl = work / "preload.jsonl"
-    write_jsonl(jsonl, PREFIX, args.preload)
-    subprocess.run(idnode("init", "--store", str(store), "--prefix", PREFIX,
-                          "--admin-secret", SECRET), check=True, stdout=subprocess.DEVNULL)
-    t0 = time.perf_counter()
-    subprocess.run(idnode("import", "--store", str(store), str(jsonl)), check=True,
-                   stderr=subprocess.DEVNULL)
-    import_seconds = time.perf_counter() - t0
+    preloaded = prepare_store(work, args.preload)
+    store, import_seconds = preloaded.path, preloaded.import_seconds
     print(f"  imported in {import_seconds:.1f} s ({args.preload / import_seconds:,.0f}/s "
           "including process start)", flush=True)
 
@@ -154,8 +114,9 @@ def main() -> None:
         "python": platform.python_version(), "platform": platform.platform(),
         "import_seconds": import_seconds, "scenarios": {},
     }
-    with process(pinned(SERVER_CPU, idnode("serve", "--store", str(store), "--port",
-                                           str(node_port), "--cache-size", "1G")), node_port):
+    with listening(pinned(SERVER_CPU, idnode("serve", "--store", str(store), "--port",
+                                           str(node_port), "--handle-port", "0",
+                                           "--cache-size", "1G")), node_port):
         asyncio.run(warm(node_url, hot))
         status_hot, body_hot = asyncio.run(fetch("GET", f"{node_url}/api/handles/{hot[0]}"))
         status_404, body_404 = asyncio.run(fetch("GET", f"{node_url}/api/handles/{missing[0]}"))

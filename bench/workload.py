@@ -1,13 +1,19 @@
 """Reproducible workloads: identifiers and records as an enterprise would register them.
 
 Records are built with protocol/'s value model and written as the node's JSONL
-import format, so preloading is one bulk import, not one HTTP call each.
+import format, so preloading is one bulk import, not one HTTP call each. The
+request streams (Zipf-popular, uniform, missing, new handles) are drawn from
+seeded ``random.Random`` objects, so a run can be repeated request for request.
 """
 
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections.abc import Iterator
+from functools import lru_cache
+from itertools import accumulate
+from math import gcd
 from pathlib import Path
 
 import orjson
@@ -51,3 +57,59 @@ def write_jsonl(path: Path, prefix: str, count: int, seed: int = 1) -> None:
                 f.write(b"".join(batch))
                 batch.clear()
         f.write(b"".join(batch))
+
+
+# -- Request streams: what the load scenarios ask for, reproducible from a seed --
+
+def handle_path(handle: str) -> str:
+    return f"/api/handles/{handle}"
+
+
+def missing_identifier(prefix: str, rng: random.Random) -> str:
+    """A handle no preload creates (a different suffix family), drawn from 10^9."""
+    return f"{prefix}/MISSING-{rng.randrange(10**9):09d}"
+
+
+def write_identifier(prefix: str, tag: str, user: str, n: int) -> str:
+    """The n-th new handle of one load user; ``tag`` keeps repeated runs apart."""
+    return f"{prefix}/LOAD-{tag}-{user}-{n}"
+
+
+class ZipfSampler:
+    """Draws n in [0, count) with P(rank k) ∝ 1 / (k + 1)^s.
+
+    Ranks are scattered over the identifier space by a stride coprime with
+    ``count``, so the popular identifiers are not simply the first ones loaded.
+    """
+
+    def __init__(self, count: int, s: float) -> None:
+        if count < 1:
+            raise ValueError("a Zipf sampler needs at least one identifier")
+        self.count = count
+        self.cdf = list(accumulate((k + 1) ** -s for k in range(count)))
+        stride = max(1, int(count * 0.6180339887))
+        while gcd(stride, count) != 1:
+            stride += 1
+        self.stride = stride
+
+    def rank(self, rng: random.Random) -> int:
+        return min(bisect_left(self.cdf, rng.random() * self.cdf[-1]), self.count - 1)
+
+    def sample(self, rng: random.Random) -> int:
+        return self.rank(rng) * self.stride % self.count
+
+
+@lru_cache(maxsize=8)
+def zipf_sampler(count: int, s: float) -> ZipfSampler:
+    """One table per process, shared by its users."""
+    return ZipfSampler(count, s)
+
+
+@lru_cache(maxsize=8)
+def put_bodies(prefix: str, count: int = 256, seed: int = 1) -> tuple[bytes, ...]:
+    """REST PUT bodies ``{"values": [...]}`` of preload-like records, built once."""
+    rng = random.Random(seed)
+    return tuple(
+        orjson.dumps({"values": [value_to_json(v) for v in record(prefix, n, rng)]})
+        for n in range(count)
+    )

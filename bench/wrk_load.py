@@ -13,6 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.processes import pinned
+
 _RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
 _NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
@@ -34,13 +36,6 @@ def require_wrk() -> str:
     if wrk is None:
         raise SystemExit("wrk is needed for throughput benchmarks: apt-get install wrk")
     return wrk
-
-
-def pinned(cpu: int | None, argv: list[str]) -> list[str]:
-    """Prefix ``argv`` with taskset so load and server do not share a core."""
-    if cpu is None or shutil.which("taskset") is None:
-        return argv
-    return ["taskset", "-c", str(cpu), *argv]
 
 
 def run_wrk(

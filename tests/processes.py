@@ -61,8 +61,10 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        # Any free binary-protocol port: never clash with a node on 2641.
         args = _cli("serve", "--store", str(self.store), "--host", "127.0.0.1",
-                    "--port", str(self.port), "--log-level", "WARNING", *self.extra_args)
+                    "--port", str(self.port), "--handle-port", "0", "--log-level", "WARNING",
+                    *self.extra_args)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=log, stderr=log)
         self._wait_healthy()

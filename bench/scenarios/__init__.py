@@ -1,0 +1,62 @@
+"""The scenario registry: every load scenario the runner knows, by name.
+
+A scenario is a locustfile next to this module plus what the runner needs to
+know around it: which node latency histogram (transport, routes) measures it,
+and what the bare baseline must answer to stand in for the node. Scenarios for
+other transports or topologies (binary Handle protocol, SNMS batches, a
+resolver hierarchy) register here the same way when the node speaks them.
+
+This module does not import locust: the runner reads the registry without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    locustfile: Path
+    description: str
+    # The node's idnode_request_duration_seconds labels that time these requests.
+    transport: str = "http"
+    node_routes: tuple[str, ...] = ("resolve",)
+    # What the baseline answers a GET with: a preloaded record's bytes or the 404 bytes.
+    baseline_get: Literal["found", "missing"] = "found"
+    writes: bool = False  # PUTs, so the baseline also needs the node's 201 bytes
+    node_args: tuple[str, ...] = ()  # `idnode serve` options when the runner starts the node
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("resolve-hot", HERE / "resolve_hot.py",
+                 "GET preloaded identifiers with Zipf popularity (a few are most of the load)"),
+        # A cache far smaller than the preload keeps every repetition cold, as on a
+        # node whose identifiers outnumber its cache many times (~2,000 records fit).
+        Scenario("resolve-cold", HERE / "resolve_cold.py",
+                 "GET preloaded identifiers uniformly; the node's cache holds ~2,000 records, "
+                 "so nearly every request is a store lookup",
+                 node_args=("--cache-size", "1M")),
+        Scenario("resolve-missing", HERE / "resolve_missing.py",
+                 "GET identifiers that do not exist (404, negative cache)",
+                 baseline_get="missing"),
+        Scenario("register-single", HERE / "register_single.py",
+                 "PUT a new identifier per request (REST, admin credentials)",
+                 node_routes=("write",), writes=True),
+        Scenario("mixed", HERE / "mixed.py",
+                 "Zipf resolves with a share of new registrations (--write-ratio)",
+                 node_routes=("resolve", "write"), writes=True),
+    )
+}
+
+
+def locustfiles(names: list[str] | None = None) -> str:
+    """Comma-separated locustfiles, as ``locust -f`` takes several (a worker serving all)."""
+    chosen = [SCENARIOS[n] for n in names] if names else list(SCENARIOS.values())
+    return ",".join(str(s.locustfile) for s in chosen)
