@@ -195,13 +195,25 @@ class TcpServer(asyncio.Protocol):
             self._transport.close()
 
 
+PORT_ATTEMPTS = 20
+
+
 async def start_handle_servers(
     node: Node, service: HandleService, host: str, port: int
 ) -> tuple[asyncio.DatagramTransport, asyncio.Server]:
+    """UDP and TCP on one port; port 0 picks one free for both (retrying if TCP's is taken)."""
     loop = asyncio.get_running_loop()
-    udp, _ = await loop.create_datagram_endpoint(
-        lambda: UdpServer(node, service), local_addr=(host, port)
-    )
-    bound_port = udp.get_extra_info("sockname")[1]
-    tcp = await loop.create_server(lambda: TcpServer(node, service), host, bound_port)
-    return udp, tcp  # type: ignore[return-value]
+    for attempt in range(PORT_ATTEMPTS if port == 0 else 1):
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: UdpServer(node, service), local_addr=(host, port)
+        )
+        bound_port = udp.get_extra_info("sockname")[1]
+        try:
+            tcp = await loop.create_server(lambda: TcpServer(node, service), host, bound_port)
+        except OSError:
+            udp.close()
+            if port != 0 or attempt == PORT_ATTEMPTS - 1:
+                raise
+            continue  # that number is taken for TCP: pick another
+        return udp, tcp
+    raise AssertionError("unreachable")
