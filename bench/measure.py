@@ -51,12 +51,20 @@ class Measurement:
         }
 
 
+def aimed(spec: LoadSpec, target: Target) -> LoadSpec:
+    """The load spec sent to ``target``: its URL, and its Handle port for binary users."""
+    options = dict(spec.bench_options)
+    if target.handle_port is not None:
+        options["handle-port"] = str(target.handle_port)
+    return dataclasses.replace(spec, url=target.url, bench_options=options)
+
+
 def measure(target: Target, spec: LoadSpec, rep: int, out: Path) -> Measurement:
     scenario = spec.scenario
     label = f"{scenario.name} · {target.name} · rep {rep + 1}"
     before = node_metrics.scrape(target.url)
     cpu_before = cpu_seconds(target.pid) if target.pid else None
-    result = run_locust(dataclasses.replace(spec, url=target.url), out, label)
+    result = run_locust(aimed(spec, target), out, label)
     cpu_after = cpu_seconds(target.pid) if target.pid else None
     after = node_metrics.scrape(target.url) if before is not None else None
     node = node_metrics.summarise(before, after, scenario.transport, scenario.node_routes)

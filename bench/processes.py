@@ -29,6 +29,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_udp_tcp_port() -> int:
+    """A port free for TCP and UDP alike: the Handle protocol listens on both."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
 def idnode(*args: str) -> list[str]:
     """``idnode ...`` as this interpreter runs it (no import of resolver/ here)."""
     return [sys.executable, "-m", "resolver.cli", *args]

@@ -31,7 +31,10 @@ def _spread(s: dict[str, Any] | None, fmt: str = ".3f") -> str:
 
 def _setup(summary: dict[str, Any]) -> list[str]:
     p, v, m = summary["parameters"], summary["versions"], summary["machine"]
-    load = (f"locust FastHttpUser, {p['users']} users (closed loop: each sends its next request "
+    kinds = {r.get("transport", "http") for r in summary["results"].values()}
+    user = ("FastHttpUser" if kinds == {"http"} else "Handle protocol User (UDP/TCP sockets)"
+            if "http" not in kinds else "FastHttpUser and Handle protocol User")
+    load = (f"locust {user}, {p['users']} users (closed loop: each sends its next request "
             f"when the last is answered), spawn rate {p['spawn_rate']:g}/s, ")
     if p.get("master"):
         load += f"distributed: master + {p['master']['expect_workers']} worker(s), "
@@ -83,12 +86,16 @@ def _node_side(node: dict[str, Any]) -> str:
     return "; ".join(parts) or "–"
 
 
-def _scenario(name: str, result: dict[str, Any]) -> list[str]:
+def _scenario(name: str, result: dict[str, Any], mode: str) -> list[str]:
     if not result["measurements"]:
         return [f"## {name}", "", "Not measured: the run stopped before it.", ""]
     lines = [f"## {name}", "", result["description"] + "."]
     if result.get("node_args"):
         lines[-1] += f" Node started with `{' '.join(result['node_args'])}`."
+    if mode == "compare" and result.get("transport", "http") != "http":
+        lines[-1] += (" No baseline or peers here: the bare aiohttp baseline does not speak "
+                      "the binary Handle protocol, so idnode is measured alone (run resolve-hot "
+                      "alongside for the HTTP figures).")
     lines += ["",
               "| target | rep | requests | failures | req/s | locust mean / p50 / p99 ms "
               "| node-side p50 / p90 / p99 µs | server CPU µs/request | cache hits | locust CPU |",
@@ -122,7 +129,7 @@ def render(summary: dict[str, Any], plots: list[str]) -> str:
     lines = [f"# idnode load test ({summary['mode']}): {names}", "", *_setup(summary), "",
              *_ratio_table(summary)]
     for name, result in summary["results"].items():
-        lines += _scenario(name, result)
+        lines += _scenario(name, result, summary["mode"])
     lines += ["Latencies: locust's are client-side and rounded to whole milliseconds below "
               "100 ms (mean is exact); node-side ones come from idnode's "
               "`idnode_request_duration_seconds` histogram (difference of /metrics scrapes "

@@ -63,6 +63,8 @@ def _load_options(p: argparse.ArgumentParser, compare: bool) -> None:
     p.add_argument("--preload", type=int, default=100_000,
                    help="identifiers preloaded (with --target: how many it already holds)")
     p.add_argument("--target", help="measure this URL instead of starting a node")
+    p.add_argument("--handle-port", type=int, default=2641,
+                   help="with --target: its binary Handle protocol port (binary scenarios)")
     if compare:
         p.add_argument("--peer", action="append", default=[],
                        help="another server to compare with, holding the same preload "

@@ -10,7 +10,6 @@ everything measured until then.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import secrets
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 from bench import report, summary
 from bench.locust_run import Distribution, LoadSpec, run_locust
-from bench.measure import Measurement, measure
+from bench.measure import Measurement, aimed, measure
 from bench.preload import PreloadedStore, prepare_store
 from bench.processes import cpu_layout
 from bench.scenarios import SCENARIOS, Scenario
@@ -39,7 +38,7 @@ def _parameters(args: argparse.Namespace, server_cpu: int | None, load_cpus: str
         "master": {"expect_workers": args.expect_workers} if args.master else None,
         "target": args.target, "peers": getattr(args, "peer", []), "prefix": args.prefix,
         "seed": args.seed, "zipf_s": args.zipf_s, "write_ratio": args.write_ratio,
-        "node_args": args.node_arg,
+        "node_args": args.node_arg, "handle_port": args.handle_port if args.target else None,
         "pinning": (f"servers on core {server_cpu}, locust on core(s) {load_cpus}"
                     if load_cpus is not None else "none"),
     }
@@ -94,12 +93,17 @@ def _targets(s: Session, scenario: Scenario, stack: ExitStack) -> list[Target]:
     """The subject (a fresh node: cold cache), then the baseline and peers when comparing."""
     args, logs = s.args, s.out / "logs"
     if s.store is None:
-        subject = Target("idnode", args.target.rstrip("/"))
+        subject = Target("idnode", args.target.rstrip("/"), handle_port=args.handle_port)
     else:
         subject = stack.enter_context(node(s.store, logs / f"{scenario.name}-idnode.log",
                                            s.server_cpu, [*scenario.node_args, *args.node_arg]))
     replies = probe(subject.url, scenario, args.prefix, args.secret, args.seed)
     if not s.compare:
+        return [subject]
+    if not scenario.baseline:
+        # The bare aiohttp baseline and HTTP peers do not speak the binary protocol.
+        print(f"  {scenario.name}: no baseline or peers (binary Handle protocol); "
+              "measuring idnode alone", flush=True)
         return [subject]
     scratch = s.work / scenario.name
     scratch.mkdir()
@@ -116,7 +120,7 @@ def _scenario(s: Session, scenario: Scenario) -> None:
         s.run.targets[scenario.name] = [t.name for t in targets]
         for t in targets if args.warmup else []:
             print(f"  warm-up {scenario.name} · {t.name} ({args.warmup} s)", flush=True)
-            spec = dataclasses.replace(s.spec(scenario, args.warmup), url=t.url)
+            spec = aimed(s.spec(scenario, args.warmup), t)
             warm = run_locust(spec, s.work / "warmup" / f"{scenario.name}-{t.name}", "warm-up")
             if warm.interrupted:
                 raise KeyboardInterrupt

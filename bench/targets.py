@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.preload import PreloadedStore
-from bench.processes import free_port, idnode, listening, pinned
+from bench.processes import free_port, free_udp_tcp_port, idnode, listening, pinned, wait_for_port
 from bench.scenarios import Scenario
 from bench.workload import handle_path, identifier, missing_identifier, put_bodies
 
@@ -29,6 +29,7 @@ class Target:
     name: str
     url: str
     pid: int | None = None  # a local server whose CPU time is counted
+    handle_port: int | None = None  # binary Handle protocol (UDP+TCP), for binary scenarios
 
 
 @contextmanager
@@ -36,11 +37,15 @@ def node(store: PreloadedStore, log: Path, cpu: int | None,
          extra_args: list[str]) -> Iterator[Target]:
     """``idnode serve`` on the preloaded store: a fresh process, so a cold cache."""
     port = free_port()
-    # Binary Handle protocol on any free port: no clash with a node already on 2641.
+    # Binary Handle protocol on a free port (no clash with a node already on 2641),
+    # chosen here so the binary scenarios know where to send.
+    handle_port = free_udp_tcp_port()
     argv = pinned(cpu, idnode("serve", "--store", str(store.path), "--port", str(port),
-                              "--handle-port", "0", "--log-level", "WARNING", *extra_args))
+                              "--handle-port", str(handle_port), "--log-level", "WARNING",
+                              *extra_args))
     with listening(argv, port, log) as proc:
-        yield Target("idnode", f"http://127.0.0.1:{port}", proc.pid)
+        wait_for_port(proc, handle_port, log)  # it opens after HTTP
+        yield Target("idnode", f"http://127.0.0.1:{port}", proc.pid, handle_port)
 
 
 @dataclass(frozen=True)

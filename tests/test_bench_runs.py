@@ -53,10 +53,12 @@ def test_every_scenario_runs_against_a_live_node(tmp_path: Path):
         # One locust process running all scenario files at once: one user per scenario.
         spec = LoadSpec(SCENARIOS["resolve-hot"], target.url, users=len(SCENARIOS),
                         spawn_rate=len(SCENARIOS), seconds=3, locustfiles=locustfiles(),
-                        bench_options={"preload": str(PRELOAD), "secret": store.secret})
+                        bench_options={"preload": str(PRELOAD), "secret": store.secret,
+                                       "handle-port": str(target.handle_port)})
         result = run_locust(spec, tmp_path / "out", "all scenarios")
     names = set(result.by_name)
-    assert {"resolve-hot", "resolve-cold", "resolve-missing", "register-single"} <= names
+    assert {"resolve-hot", "resolve-cold", "resolve-missing", "register-single",
+            "binary-udp", "binary-tcp"} <= names
     assert names & {"mixed:resolve", "mixed:register"}
     for name, row in result.by_name.items():
         assert row["requests"] > 0 and row["failures"] == 0, (name, result.errors)

@@ -2,9 +2,10 @@
 
 A scenario is a locustfile next to this module plus what the runner needs to
 know around it: which node latency histogram (transport, routes) measures it,
-and what the bare baseline must answer to stand in for the node. Scenarios for
-other transports or topologies (binary Handle protocol, SNMS batches, a
-resolver hierarchy) register here the same way when the node speaks them.
+and what the bare baseline must answer to stand in for the node. The binary
+Handle protocol scenarios have no baseline: a bare aiohttp app does not speak
+it, so ``compare`` measures the node alone for them. Scenarios for SNMS batches
+and a resolver hierarchy register here the same way when the node speaks them.
 
 This module does not import locust: the runner reads the registry without it.
 """
@@ -30,6 +31,8 @@ class Scenario:
     baseline_get: Literal["found", "missing"] = "found"
     writes: bool = False  # PUTs, so the baseline also needs the node's 201 bytes
     node_args: tuple[str, ...] = ()  # `idnode serve` options when the runner starts the node
+    # False for the binary protocol: the baseline and HTTP peers cannot answer it.
+    baseline: bool = True
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -52,6 +55,16 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("mixed", HERE / "mixed.py",
                  "Zipf resolves with a share of new registrations (--write-ratio)",
                  node_routes=("resolve", "write"), writes=True),
+        # The node times UDP resolutions answered from its cache as route "resolve",
+        # the others (cache misses) as "other"; TCP has one route for every request.
+        Scenario("binary-udp", HERE / "binary_udp.py",
+                 "Binary Handle protocol RESOLUTION over UDP, Zipf popularity as resolve-hot "
+                 "(no baseline: bare aiohttp does not speak it)",
+                 transport="udp", node_routes=("resolve", "other"), baseline=False),
+        Scenario("binary-tcp", HERE / "binary_tcp.py",
+                 "Binary Handle protocol RESOLUTION over TCP, one connection per request, "
+                 "Zipf popularity (no baseline)",
+                 transport="tcp", node_routes=("request",), baseline=False),
     )
 }
 

@@ -47,6 +47,20 @@ def _add_options(parser: Any) -> None:
     parser.add_argument("--bench-tag", default="",
                         help="makes new handles unique per run (random if empty)")
     parser.add_argument("--bench-out", default="", help="directory for progress and final stats")
+    parser.add_argument("--bench-handle-port", type=int, default=2641,
+                        help="binary Handle protocol port (UDP+TCP) of the --host, "
+                             "for the binary scenarios")
+    parser.add_argument("--bench-timeout", type=float, default=2.0,
+                        help="seconds a binary request waits for its reply (then a failure)")
+
+
+def seeded(environment: Environment) -> tuple[str, int, str, random.Random]:
+    """(prefix, preload, user id, rng) of a new user, whatever its transport."""
+    o: Any = environment.parsed_options
+    worker = max(getattr(environment.runner, "worker_index", 0), 0)
+    user_id = f"{worker}-{next(_users)}"
+    # Seeded per user: the same users ask the same things in the same order.
+    return o.bench_prefix, o.bench_preload, user_id, random.Random(f"{o.bench_seed}/{user_id}")
 
 
 class BenchUser(FastHttpUser):
@@ -56,13 +70,7 @@ class BenchUser(FastHttpUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        o = self.environment.parsed_options
-        self.prefix: str = o.bench_prefix
-        self.preload: int = o.bench_preload
-        worker = max(getattr(self.environment.runner, "worker_index", 0), 0)
-        self.user_id = f"{worker}-{next(_users)}"
-        # Seeded per user: the same users ask the same things in the same order.
-        self.rng = random.Random(f"{o.bench_seed}/{self.user_id}")
+        self.prefix, self.preload, self.user_id, self.rng = seeded(self.environment)
 
     def get(self, handle: str, name: str) -> None:
         self.client.get(handle_path(handle), name=name)
