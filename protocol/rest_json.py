@@ -566,3 +566,73 @@ def decode_put_body(
         if "index" in doc and "type" in doc and "data" in doc:
             return [decode_value_object(doc)]
     raise MalformedMessage("Invalid JSON in PUT request")
+
+
+# -- batch registration (idnode's extension: Handle.Net has none) -------------------
+
+BATCH_LIMIT = 2000
+_BATCH_ITEM_KEYS = frozenset({"handle", "values"})
+
+# Per item: (the handle as written, or None if unreadable; its values, or why not).
+BatchItem = tuple[str | None, list[HandleValue] | HandleError]
+
+
+def _batch_item(doc: Any) -> BatchItem:
+    if not isinstance(doc, dict):
+        return None, MalformedMessage("A batch item must be an object {handle, values}")
+    handle = doc.get("handle")
+    if not isinstance(handle, str) or not handle:
+        return None, MalformedMessage("A batch item needs a handle")
+    unknown = sorted(set(doc) - _BATCH_ITEM_KEYS)
+    if unknown:
+        return handle, MalformedMessage(f"Unknown field {unknown[0]!r} in batch item")
+    try:
+        values = doc.get("values")
+        if not isinstance(values, list):
+            raise MalformedMessage("A batch item needs a values array")
+        return handle, decode_values(values)
+    except HandleError as exc:
+        return handle, exc
+
+
+def decode_batch(body: bytes, *, ndjson: bool) -> list[BatchItem]:
+    """``POST /api/handles``: a JSON array of ``{"handle", "values"}``, or NDJSON (one per line).
+
+    A malformed item fails alone; a malformed array, or more than
+    ``BATCH_LIMIT`` items, fails the request (MalformedMessage, rc 4).
+    """
+    if ndjson:
+        lines = [line for line in body.splitlines() if line.strip()]
+        if len(lines) > BATCH_LIMIT:
+            raise MalformedMessage(f"At most {BATCH_LIMIT} records per batch, got {len(lines)}")
+        items: list[BatchItem] = []
+        for line in lines:
+            try:
+                items.append(_batch_item(orjson.loads(line)))
+            except orjson.JSONDecodeError as exc:
+                items.append((None, MalformedMessage(f"JSON syntax error: {exc}")))
+        return items
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"JSON syntax error: {exc}") from None
+    if not isinstance(doc, list):
+        raise MalformedMessage("A batch is a JSON array of {handle, values}")
+    if len(doc) > BATCH_LIMIT:
+        raise MalformedMessage(f"At most {BATCH_LIMIT} records per batch, got {len(doc)}")
+    return [_batch_item(item) for item in doc]
+
+
+def batch_reply(results: list[tuple[str | None, bool | HandleError]]) -> bytes:
+    """``{"responseCode":1,"results":[{"handle","responseCode"[,"created"|"message"]}]}``,
+    in input order; ``created`` tells a new handle from a replaced one."""
+    out = []
+    for handle, result in results:
+        if isinstance(result, HandleError):
+            item: dict[str, Any] = {"handle": handle, "responseCode": int(result.rc)}
+            if result.message:
+                item["message"] = result.message
+        else:
+            item = {"handle": handle, "responseCode": 1, "created": result}
+        out.append(item)
+    return _dumps({"responseCode": 1, "results": out})

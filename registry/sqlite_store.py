@@ -48,6 +48,7 @@ from protocol.errors import (
 from protocol.record_msgpack import decode_record, encode_record
 from protocol.values import HandleValue
 from registry.store import (
+    Account,
     IncompatibleSchema,
     PutItem,
     PutResult,
@@ -58,7 +59,7 @@ from registry.store import (
     StoreError,
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Schema, chosen by measurement: 200k records of HS_ADMIN + URL + EMAIL (a
 # 153-byte msgpack record, 28-byte key), WAL, 64 MB cache, 10k rows per
@@ -80,6 +81,14 @@ SCHEMA_VERSION: Final = 1
 # in random key order (a live node) only split that index while the table
 # appends, and list/count/OFFSET paging scan the narrow index instead of the
 # records; that is worth 1.4 us more per lookup (two b-trees, ~7% of a get).
+# Schema v2 adds the SNMS API's tables (accounts, metadata templates).
+_V2_TABLES: Final = (
+    "CREATE TABLE accounts(username TEXT PRIMARY KEY, prefix TEXT NOT NULL,"
+    " role TEXT NOT NULL, secret_hash BLOB NOT NULL, generation INTEGER NOT NULL)"
+    " WITHOUT ROWID",
+    "CREATE TABLE templates(prefix TEXT NOT NULL, version TEXT NOT NULL,"
+    " document TEXT NOT NULL, PRIMARY KEY(prefix, version)) WITHOUT ROWID",
+)
 _SCHEMA: Final = (
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID",
     "CREATE TABLE handles("
@@ -87,6 +96,7 @@ _SCHEMA: Final = (
     " key TEXT NOT NULL UNIQUE,"  # BINARY collation: UTF-8 byte order
     " record BLOB NOT NULL)",
     "CREATE TABLE prefixes(prefix TEXT PRIMARY KEY) WITHOUT ROWID",
+    *_V2_TABLES,
 )
 
 _GET: Final = "SELECT record FROM handles WHERE key = ?"
@@ -484,6 +494,55 @@ class SQLiteStore(Store):
         sql = "DELETE FROM prefixes WHERE prefix = ?"
         return bool(await self._write(lambda conn: conn.execute(sql, (prefix.upper(),)).rowcount))
 
+    # -- SNMS accounts and templates --------------------------------------------
+
+    async def get_account(self, username: str) -> Account | None:
+        self._check_open()
+        assert self._reader is not None
+        sql = "SELECT prefix, role, secret_hash, generation FROM accounts WHERE username = ?"
+        with _mapped_errors():
+            row = self._reader.execute(sql, (username,)).fetchone()
+        if row is None:
+            return None
+        return Account(username, row[0], row[1], bytes(row[2]), int(row[3]))
+
+    async def put_account(self, account: Account) -> None:
+        sql = (
+            "INSERT INTO accounts(username, prefix, role, secret_hash, generation)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(username) DO UPDATE SET"
+            " prefix = excluded.prefix, role = excluded.role,"
+            " secret_hash = excluded.secret_hash, generation = excluded.generation"
+        )
+        row = (account.username, account.prefix, account.role, account.secret_hash,
+               account.generation)
+        await self._write(lambda conn: conn.execute(sql, row))
+
+    async def get_template(self, prefix: str, version: str) -> str | None:
+        self._check_open()
+        assert self._reader is not None
+        sql = "SELECT document FROM templates WHERE prefix = ? AND version = ?"
+        with _mapped_errors():
+            row = self._reader.execute(sql, (prefix.upper(), version)).fetchone()
+        return None if row is None else str(row[0])
+
+    async def put_template(self, prefix: str, version: str, document: str) -> bool:
+        key = (prefix.upper(), version)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            sql = "UPDATE templates SET document = ? WHERE prefix = ? AND version = ?"
+            if conn.execute(sql, (document, *key)).rowcount:
+                return False
+            sql = "INSERT INTO templates(prefix, version, document) VALUES (?, ?, ?)"
+            conn.execute(sql, (*key, document))
+            return True
+
+        return bool(await self._write(write))
+
+    async def delete_template(self, prefix: str, version: str) -> bool:
+        sql = "DELETE FROM templates WHERE prefix = ? AND version = ?"
+        key = (prefix.upper(), version)
+        return bool(await self._write(lambda conn: conn.execute(sql, key).rowcount))
+
     # -- writes: the writer thread -----------------------------------------------
 
     def _writer_main(self, ready: asyncio.Future[None]) -> None:
@@ -634,7 +693,12 @@ class SQLiteStore(Store):
                         f"{self.path} has schema version {version}, newer than the "
                         f"{SCHEMA_VERSION} this idnode supports: upgrade idnode to open it"
                     )
-                # version < SCHEMA_VERSION: migrations go here once there is a v2.
+                if version < 2:  # v1 -> v2: add the SNMS tables, in place
+                    for ddl in _V2_TABLES:
+                        conn.execute(ddl)
+                    conn.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+                    )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

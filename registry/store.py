@@ -57,6 +57,21 @@ class PutItem:
     overwrite: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An application identity of the SNMS API: a login bound to one enterprise prefix.
+
+    ``secret_hash`` is ``registry.credentials.hash_secret`` of the password;
+    ``generation`` is bumped to revoke every token issued before.
+    """
+
+    username: str
+    prefix: str
+    role: str
+    secret_hash: bytes
+    generation: int = 0
+
+
 # Per item of a batch: True = created, False = replaced, or the error that
 # left that item unchanged (e.g. HandleAlreadyExists).
 PutResult = bool | HandleError
@@ -137,3 +152,27 @@ class Store(ABC):
     @abstractmethod
     async def homed_prefixes(self) -> list[str]:
         """All homed prefixes, sorted."""
+
+    # -- SNMS application data: accounts and metadata templates ---------------
+    # Separate from handle records; small tables, read rarely (accounts once
+    # per token check, templates once per validated write).
+
+    @abstractmethod
+    async def get_account(self, username: str) -> Account | None:
+        """The account, or None."""
+
+    @abstractmethod
+    async def put_account(self, account: Account) -> None:
+        """Create or replace the account named ``account.username``."""
+
+    @abstractmethod
+    async def get_template(self, prefix: str, version: str) -> str | None:
+        """The template document (JSON text) of ``prefix`` (upper-cased) and ``version``."""
+
+    @abstractmethod
+    async def put_template(self, prefix: str, version: str, document: str) -> bool:
+        """Create or replace a template. True if it was created."""
+
+    @abstractmethod
+    async def delete_template(self, prefix: str, version: str) -> bool:
+        """Delete a template. True if there was one."""

@@ -11,7 +11,7 @@ from typing import IO
 
 import orjson
 
-from protocol import rest_json
+from protocol import rest_json, snms
 from protocol.errors import HandleError
 from protocol.identifier import parse_handle, parse_prefix, prefix_handle
 from protocol.values import (
@@ -28,7 +28,7 @@ from protocol.values import (
 )
 from registry.credentials import SecretSealer, generate_secret, load_master_key
 from registry.sqlite_store import SQLiteStore
-from registry.store import PutItem, Store
+from registry.store import Account, PutItem, Store
 from resolver.auth import Identity
 
 ADMIN_INDEX = 300
@@ -118,6 +118,55 @@ async def prefix_list(store_path: str) -> int:
     async with opened(store_path) as store:
         for prefix in await store.homed_prefixes():
             print(prefix)
+    return 0
+
+
+ACCOUNT_ROLES = ("enterprise", "readonly")
+
+
+async def account_add(
+    store_path: str, username: str, prefix_text: str, password: str | None, role: str
+) -> int:
+    """Create or reset an SNMS application identity; a reset revokes its earlier tokens.
+
+    Stored: sha256hex(password), hashed and sealed under the master key
+    (``SecretSealer``): ``/identity/token/v1`` logins need sha256hex(password)
+    itself, so it is kept recoverable, like an HS_SECKEY.
+    """
+    try:
+        prefix = parse_prefix(prefix_text)
+    except HandleError as exc:
+        raise CommandError(exc.message) from None
+    if not username or len(username) > snms.MAX_USERNAME:
+        raise CommandError(f"username must be 1 to {snms.MAX_USERNAME} characters")
+    if role not in ACCOUNT_ROLES:
+        raise CommandError(f"role must be one of {', '.join(ACCOUNT_ROLES)}")
+    generated = password is None
+    password = password or generate_secret()
+    if len(password) > snms.MAX_PASSWORD:
+        raise CommandError(f"password must be at most {snms.MAX_PASSWORD} characters")
+    sealed = sealer_for(store_path).seal(snms.sha256_hex(password).encode())
+    async with opened(store_path) as store:
+        old = await store.get_account(username)
+        generation = 0 if old is None else old.generation + 1
+        await store.put_account(Account(username, prefix, role, sealed, generation))
+        homed = prefix in await store.homed_prefixes()
+    print(f"Account {username} ({role}) for prefix {prefix} {'reset' if old else 'created'}.")
+    if not homed:
+        print(f"Warning: prefix {prefix} is not homed in {store_path} (idnode prefix add)")
+    if generated:
+        print(f"Password: {password}   (shown once; it is stored hashed)")
+    return 0
+
+
+async def account_revoke(store_path: str, username: str) -> int:
+    """End every token issued to ``username`` so far (its password stays)."""
+    async with opened(store_path) as store:
+        old = await store.get_account(username)
+        if old is None:
+            raise CommandError(f"no account {username!r}")
+        await store.put_account(dataclasses.replace(old, generation=old.generation + 1))
+    print(f"Tokens of {username} revoked.")
     return 0
 
 

@@ -46,6 +46,27 @@ class Identity:
         return cls(int(index_text), handle)
 
 
+@dataclass(frozen=True, slots=True)
+class PrefixAccount:
+    """An SNMS application identity: the node operator granted it one enterprise prefix.
+
+    It may write handles under that prefix and its sub-prefixes (``88.100.1``
+    covers ``88.100.1/x`` and ``88.100.1.5/x``), whatever their HS_ADMIN says:
+    like a server admin, scoped to a prefix.
+    """
+
+    username: str
+    prefix: str  # upper-cased
+
+    def covers(self, prefix: str) -> bool:
+        prefix = prefix.upper()
+        return prefix == self.prefix or prefix.startswith(self.prefix + ".")
+
+
+# Who a write is done for: a Handle identity (HS_ADMIN decides) or an SNMS account.
+Principal = Identity | PrefixAccount
+
+
 class AuthenticationFailed(HandleError):
     rc = RC.AUTHENTICATION_FAILED
 

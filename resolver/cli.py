@@ -6,6 +6,7 @@
     idnode register HANDLE (--value TYPE=DATA ... | --json FILE) --auth 300:P/ADMIN [--secret S]
     idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
     idnode prefix   add|list ...
+    idnode account add USERNAME --prefix 88.100.1 [--password P] | revoke USERNAME
     idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
     idnode bench    run|compare|worker|... (load tests: python -m bench.runner)
 """
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept credentials over plain HTTP from any address, not only loopback")
     p.add_argument("--server-admin", action="append", default=[],
                    help="index:handle allowed everything (repeatable)")
+    p.add_argument("--quota", action="append", default=[],
+                   help="PREFIX:requests=N,identifiers=N,subprefixes=N (per day / total; "
+                        "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
 
@@ -109,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--admin", help="index:handle administering the prefix")
     pl = psub.add_parser("list", help="list homed prefixes")
     pl.add_argument("--store", default=str(DEFAULT_STORE))
+
+    p = sub.add_parser("account", help="SNMS application identities (token logins)")
+    asub = p.add_subparsers(dest="account_command", required=True)
+    aa = asub.add_parser("add", help="create an account, or reset its password (revokes tokens)")
+    aa.add_argument("username")
+    aa.add_argument("--prefix", required=True, help="its enterprise prefix, e.g. 88.100.1")
+    aa.add_argument("--password", help="generated and printed once if omitted")
+    aa.add_argument("--role", default="enterprise", choices=admin_tasks.ACCOUNT_ROLES)
+    aa.add_argument("--store", default=str(DEFAULT_STORE))
+    ar = asub.add_parser("revoke", help="revoke every token issued to an account so far")
+    ar.add_argument("username")
+    ar.add_argument("--store", default=str(DEFAULT_STORE))
 
     p = sub.add_parser("import", help="bulk-load handles from JSONL into a store")
     p.add_argument("file", help="JSONL: {\"handle\": ..., \"values\": [...]} per line; - = stdin")
@@ -175,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
                 tls_cert=args.tls_cert, tls_key=args.tls_key,
                 allow_insecure_auth=args.allow_insecure_auth,
                 server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
+                quotas=tuple(args.quota),
             )
         )
         return 0
@@ -186,6 +203,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.prefix_command == "add":
             return asyncio.run(admin_tasks.prefix_add(args.store, args.prefix, args.admin))
         return asyncio.run(admin_tasks.prefix_list(args.store))
+    if command == "account":
+        if args.account_command == "add":
+            return asyncio.run(admin_tasks.account_add(
+                args.store, args.username, args.prefix, args.password, args.role
+            ))
+        return asyncio.run(admin_tasks.account_revoke(args.store, args.username))
     if command == "import":
         return asyncio.run(admin_tasks.import_jsonl(args.store, args.file, args.batch))
     if command == "export":

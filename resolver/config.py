@@ -31,6 +31,8 @@ class NodeConfig:
     # "index:handle" identities allowed everything on this node.
     server_admins: tuple[str, ...] = field(default=())
     sqlite_synchronous: str = "NORMAL"
+    # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
+    quotas: tuple[str, ...] = field(default=())
 
     @property
     def tls(self) -> bool:

@@ -49,3 +49,19 @@ def is_loopback(request: web.BaseRequest) -> bool:
         return ipaddress.ip_address(peer[0]).is_loopback
     except ValueError:
         return False  # a Unix socket path, etc.
+
+
+# Batches (2000 records) pass aiohttp's default 1 MiB request limit.
+MAX_BATCH_BODY: Final = 32 * 1024 * 1024
+
+
+async def read_large_body(request: web.BaseRequest, limit: int = MAX_BATCH_BODY) -> bytes | None:
+    """The whole body, up to ``limit`` bytes; None if it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

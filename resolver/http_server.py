@@ -26,6 +26,7 @@ from resolver.metrics import RouteLatency
 from resolver.node import Node
 from resolver.proxy import proxy_resolve
 from resolver.rest_api import HANDLES_PATH, RestApi, cached_reply, handle_text_from_path
+from resolver.snms_api import SnmsApi, is_snms_path
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,14 @@ class HttpFrontend:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.rest = RestApi(node)
+        self.snms = SnmsApi(node)
         metrics = node.requests
         self._resolve_stats = metrics.route("http", "resolve")
         self._write_stats = metrics.route("http", "write")
         self._list_stats = metrics.route("http", "list")
         self._proxy_stats = metrics.route("http", "proxy")
         self._other_stats = metrics.route("http", "other")
+        self._snms_stats = metrics.route("http", "snms")
         self._tls = node.config.tls
         # Pre-built replies skip aiohttp's response object, and so its access log.
         self._raw_replies = not node.config.access_log
@@ -87,6 +90,8 @@ class HttpFrontend:
                 return stats, await self._handles_collection(request, path, method)
             if path == "/api/prefixes" and method in ("GET", "HEAD"):
                 return stats, await self.rest.list_prefixes(request)
+            if is_snms_path(path):  # SNMS v5 API: its own envelope and error mapping
+                return self._snms_stats, await self.snms.handle(request, path, method)
             if path.startswith("/api/") or path == "/api":
                 message = f"Unknown HTTP API endpoint {method} {path}"
                 return stats, json_bytes(
@@ -134,6 +139,8 @@ class HttpFrontend:
         """``/api/handles`` itself: the listing, and the reference's answers to an empty handle."""
         if method in ("GET", "HEAD") and "prefix" in request.query:
             return await self.rest.list_handles(request)
+        if method == "POST" and path == "/api/handles":
+            return await self.rest.batch(request)
         if method == "PUT":
             raise NotResponsible()
         if method == "DELETE":

@@ -23,8 +23,11 @@ from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
 from resolver.config import NodeConfig
 from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
+from resolver.quotas import QuotaBook, parse_quota
 from resolver.registrar import Registrar
 from resolver.roles import chain_for_role
+from resolver.snms_tokens import token_key
+from resolver.template_check import TemplateChecker
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,13 @@ class Node:
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
         # HS_SECKEY values are kept hashed (HTTP Basic) and sealed under this
         # node's master key (binary challenge-response needs the key itself).
-        self.sealer = SecretSealer(load_master_key(config.store))
+        master_key = load_master_key(config.store)
+        self.sealer = SecretSealer(master_key)
+        self.token_key = token_key(master_key.key)  # SNMS API tokens
+        self.quotas = QuotaBook(
+            [parse_quota(q) for q in config.quotas], count=self.store.count_handles,
+            homed=self.homed,
+        )
         self.registrar = Registrar(
             store=self.store,
             cache=self.cache,
@@ -61,6 +70,8 @@ class Node:
             record_of=self.record_of,
             server_admins=self.server_admins,
             seal=self.sealer.seal,
+            quotas=self.quotas,
+            check_template=TemplateChecker(self.store),
         )
         self.registry = CollectorRegistry()
         self.requests = RequestMetrics()
@@ -139,6 +150,7 @@ class Node:
     async def home_prefix(self, prefix: str, admin_values: list[HandleValue]) -> None:
         """Home ``prefix`` here and write its ``0.NA/`` record (admins of the prefix)."""
         prefix = parse_prefix(prefix)
+        self.quotas.check_sub_prefix(prefix)
         await self.store.home_prefix(prefix)
         if admin_values:
             key = self.parse(prefix_handle(prefix)).key

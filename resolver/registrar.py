@@ -7,9 +7,10 @@ was acknowledged sees it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from protocol.codes import RC
 from protocol.errors import (
@@ -28,9 +29,10 @@ from protocol.values import (
     HandleValue,
     check_record,
 )
-from registry.store import Store
-from resolver.auth import Identity
+from registry.store import PutItem, PutResult, Store
+from resolver.auth import Identity, PrefixAccount, Principal
 from resolver.authz import (
+    PermissionDenied,
     RecordByHandle,
     admin_records,
     authorise,
@@ -38,6 +40,10 @@ from resolver.authz import (
     perms_for_removal,
 )
 from resolver.cache import ResolutionCache
+from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
+
+# (handle, values) -> raises HandleError unless they fit their metadata template
+TemplateCheck = Callable[[Handle, Sequence[HandleValue]], Awaitable[None]]
 
 
 class Registrar:
@@ -51,6 +57,8 @@ class Registrar:
         server_admins: frozenset[Identity],
         seal: Callable[[bytes], bytes],
         clock: Callable[[], float] = time.time,
+        quotas: QuotaBook | None = None,
+        check_template: TemplateCheck | None = None,
     ) -> None:
         self._store = store
         self._cache = cache
@@ -59,15 +67,21 @@ class Registrar:
         self._server_admins = server_admins
         self._seal = seal  # HS_SECKEY data -> its stored (hashed and sealed) form
         self._clock = clock
+        self._quotas = quotas if quotas else None  # per-prefix limits (resolver.quotas)
+        # Records naming a metadata template (index 1001) are checked against it;
+        # SNMS accounts' writes were checked by the SNMS API already.
+        self._check_template = check_template
 
     # -- operations --------------------------------------------------------
 
     async def put_record(
-        self, identity: Identity, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
+        self, identity: Principal, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
     ) -> bool:
         """Create the handle, or replace its whole record when ``overwrite``. True if created."""
         self._check_served(handle)
+        self._charge(identity, handle)
         values = self._prepare(values)
+        await self._templated(identity, handle, values)
         store = self._store
         # Registering a new handle is the common case: when the identity may
         # add handles, try the create first. It costs no read, and a read on
@@ -75,10 +89,14 @@ class Registrar:
         # reader's page cache whenever another connection has written).
         may_create = await self._allowed(identity, handle, AdminPerm.ADD_HANDLE)
         for _attempt in range(3):
-            if may_create:
+            reserved = await self._reserve_for_create(handle, overwrite) if may_create else None
+            if reserved is not None:
                 try:
                     await store.create(handle.key, values)
-                except HandleAlreadyExists:
+                except BaseException as exc:
+                    self._release(reserved)
+                    if not isinstance(exc, HandleAlreadyExists):
+                        raise
                     if not overwrite:
                         # The reference answers 101 with no message (the
                         # store's names the key in its stored spelling).
@@ -100,10 +118,11 @@ class Registrar:
         raise HandleError("The handle changed too often to write it; try again", RC.ERROR)
 
     async def add_values(
-        self, identity: Identity, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
+        self, identity: Principal, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
     ) -> bool:
         """Add or replace these values. True if any index was new."""
         self._check_served(handle)
+        self._charge(identity, handle)
         values = self._prepare(values)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
@@ -112,10 +131,11 @@ class Registrar:
         return created
 
     async def modify_values(
-        self, identity: Identity, handle: Handle, values: Sequence[HandleValue]
+        self, identity: Principal, handle: Handle, values: Sequence[HandleValue]
     ) -> None:
         """Replace values whose indexes all exist already (ValuesNotFound otherwise)."""
         self._check_served(handle)
+        self._charge(identity, handle)
         values = self._prepare(values)
         old = await self._existing(handle)
         present = {v.index for v in old}
@@ -127,20 +147,190 @@ class Registrar:
         self._cache.invalidate(handle.key)
 
     async def remove_values(
-        self, identity: Identity, handle: Handle, indexes: Sequence[int]
+        self, identity: Principal, handle: Handle, indexes: Sequence[int]
     ) -> None:
         self._check_served(handle)
+        self._charge(identity, handle)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_removal(old, indexes), old)
         await self._store.remove_values(handle.key, indexes)
         self._cache.invalidate(handle.key)
 
-    async def delete(self, identity: Identity, handle: Handle) -> None:
+    async def delete(self, identity: Principal, handle: Handle) -> None:
         self._check_served(handle)
+        self._charge(identity, handle)
         old = await self._existing(handle)
         await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
         await self._store.delete(handle.key)
         self._cache.invalidate(handle.key)
+        if self._quotas is not None:
+            self._quotas.deleted(handle.prefix)
+
+    # -- batches -----------------------------------------------------------
+
+    async def put_many(
+        self,
+        identity: Principal,
+        items: Sequence[tuple[Handle, Sequence[HandleValue]]],
+        *,
+        mode: str,
+    ) -> list[PutResult]:
+        """Write a batch through ``Store.put_many``: one result per item, each all or nothing.
+
+        ``mode`` is ``create`` (HandleAlreadyExists for a taken handle),
+        ``update`` (HandleNotFound for a missing one; the record is replaced
+        whole) or ``put`` (create or replace). Authorisation is decided once per
+        prefix for creates (and per record for replacing one with its own
+        HS_ADMIN); an item that fails it, or validation, fails alone. Every
+        written key is dropped from the cache before this returns.
+        """
+        if mode not in ("create", "update", "put"):
+            raise ValueError(f"unknown batch mode {mode!r}")
+        results: list[PutResult | None] = [None] * len(items)
+        decided: dict[str, HandleError | None] = {}  # prefix -> why it may not write there
+        pending: list[int] = []
+        prepared: list[list[HandleValue]] = []
+        for first in {h.prefix.upper(): h for h, _ in items}.values():
+            self._charge(identity, first)  # one request per prefix; over quota: nothing written
+        for i, (handle, values) in enumerate(items):
+            try:
+                self._check_served(handle)
+                prefix = handle.prefix.upper()
+                if prefix not in decided:
+                    decided[prefix] = await self._denial(identity, handle, AdminPerm.ADD_HANDLE)
+                ready = self._prepare(values)
+                await self._templated(identity, handle, ready)
+                prepared.append(ready)
+            except HandleError as exc:
+                results[i] = exc
+                prepared.append([])
+                continue
+            pending.append(i)
+        writes: list[int] = []
+        put_items: list[PutItem] = []
+        may_be_new: list[Handle] = []
+        for i in pending:
+            handle = items[i][0]
+            values = prepared[i]
+            denial = decided[handle.prefix.upper()]
+            old = None
+            try:
+                if mode != "create":
+                    old = await self._store.get(handle.key)
+                    if old is None and mode == "update":
+                        raise HandleNotFound()
+                    if old is not None and not isinstance(identity, PrefixAccount):
+                        needed = perms_for_change(old, values, replace=True)
+                        await self._require(identity, handle, needed, old)
+                        denial = None  # the record's own admins decided
+                if denial is not None:
+                    raise denial
+            except HandleError as exc:
+                results[i] = exc
+                continue
+            writes.append(i)
+            put_items.append(PutItem(handle.key, values, overwrite=mode != "create"))
+            if old is None:
+                may_be_new.append(handle)
+        if put_items:
+            # Refuses the whole batch (nothing written) if it could pass a quota.
+            reserved = await self._reserve(may_be_new)
+            try:
+                written = await self._store.put_many(put_items)
+            except BaseException:
+                self._release(reserved)
+                raise
+            finally:
+                for item in put_items:
+                    self._cache.invalidate(item.key)
+            if any(reserved):
+                made = {
+                    item.key for item, r in zip(put_items, written, strict=True) if r is True
+                }
+                self._release([
+                    name for h, name in zip(may_be_new, reserved, strict=True)
+                    if h.key not in made
+                ])
+            for i, result in zip(writes, written, strict=True):
+                if isinstance(result, HandleAlreadyExists):
+                    result = HandleAlreadyExists()  # the reference's bare 101
+                results[i] = result
+        return [r if r is not None else HandleError("not written", RC.ERROR) for r in results]
+
+    async def delete_many(
+        self, identity: Principal, handles: Sequence[Handle]
+    ) -> list[HandleError | None]:
+        """Delete each handle (None = deleted, or why that one was left alone)."""
+        results: list[HandleError | None] = [None] * len(handles)
+        decided: dict[str, HandleError | None] = {}
+
+        for first in {h.prefix.upper(): h for h in handles}.values():
+            self._charge(identity, first)  # one request per prefix of the batch
+
+        async def one(i: int, handle: Handle) -> None:
+            try:
+                self._check_served(handle)
+                if isinstance(identity, PrefixAccount):
+                    prefix = handle.prefix.upper()
+                    if prefix not in decided:
+                        decided[prefix] = await self._denial(
+                            identity, handle, AdminPerm.DELETE_HANDLE
+                        )
+                    denial = decided[prefix]
+                    if denial is not None:
+                        raise denial
+                    await self._store.delete(handle.key)
+                else:
+                    old = await self._existing(handle)
+                    await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
+                    await self._store.delete(handle.key)
+                if self._quotas is not None:
+                    self._quotas.deleted(handle.prefix)
+            except HandleError as exc:
+                results[i] = exc
+            finally:
+                self._cache.invalidate(handle.key)
+
+        # Concurrent: the store's writer commits them in a few transactions.
+        await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
+        return results
+
+    async def _templated(
+        self, identity: Principal, handle: Handle, values: Sequence[HandleValue]
+    ) -> None:
+        if self._check_template is not None and not isinstance(identity, PrefixAccount):
+            await self._check_template(handle, values)
+
+    # -- quotas -------------------------------------------------------------
+
+    def _charge(self, identity: Principal, handle: Handle) -> None:
+        """Count a Handle API request against its prefix's daily quota.
+
+        SNMS accounts are charged per call by the SNMS API itself."""
+        if self._quotas is not None and not isinstance(identity, PrefixAccount):
+            prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
+            self._quotas.charge_request(prefix)
+
+    async def _reserve(self, handles: Sequence[Handle]) -> list[str | None]:
+        if self._quotas is None or not handles:
+            return []
+        return await self._quotas.reserve_identifiers(
+            h.suffix if h.is_prefix_handle else h.prefix for h in handles
+        )
+
+    async def _reserve_for_create(self, handle: Handle, overwrite: bool) -> list[str | None] | None:
+        """Reserve the identifier a create would add; None if the quota is full but
+        ``overwrite`` may still replace the existing record (the caller reads it)."""
+        try:
+            return await self._reserve([handle])
+        except IdentifierQuotaExceeded:
+            if not overwrite or await self._store.get(handle.key) is None:
+                raise
+            return None
+
+    def _release(self, reserved: Sequence[str | None]) -> None:
+        if self._quotas is not None and reserved:
+            self._quotas.release(reserved)
 
     # -- helpers -----------------------------------------------------------
 
@@ -166,30 +356,49 @@ class Registrar:
                 v = dataclasses.replace(
                     v, data=self._seal(v.data), permissions=v.permissions & SECRET_PERMS
                 )
-            prepared.append(dataclasses.replace(v, timestamp=now))
+            # The constructor, not dataclasses.replace: ~10x faster, and a
+            # 2000-record batch stamps some 6000 values.
+            prepared.append(
+                HandleValue(
+                    index=v.index, type=v.type, data=v.data, ttl=v.ttl,
+                    ttl_absolute=v.ttl_absolute, timestamp=now, permissions=v.permissions,
+                    references=v.references,
+                )
+            )
         return prepared
 
     async def _require(
         self,
-        identity: Identity,
+        identity: Principal,
         handle: Handle,
         needed: AdminPerm,
         record: Sequence[HandleValue] | None,
     ) -> None:
         if not needed:
             return
+        if isinstance(identity, PrefixAccount):
+            prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
+            if handle.is_prefix_handle or not identity.covers(prefix):
+                raise PermissionDenied(f"{identity.username} may not write under {prefix}")
+            return
         admins = admin_records(record or ())
         if not admins:
             admins = await self._prefix_admins(handle)
         await authorise(identity, needed, admins, self._server_admins, self._record_of)
 
-    async def _allowed(self, identity: Identity, handle: Handle, needed: AdminPerm) -> bool:
+    async def _allowed(self, identity: Principal, handle: Handle, needed: AdminPerm) -> bool:
         """Whether ``identity`` may do ``needed`` as an admin of the prefix (for creates)."""
+        return await self._denial(identity, handle, needed) is None
+
+    async def _denial(
+        self, identity: Principal, handle: Handle, needed: AdminPerm
+    ) -> HandleError | None:
+        """Why ``identity`` may not do ``needed`` as an admin of the prefix; None if it may."""
         try:
             await self._require(identity, handle, needed, None)
-        except HandleError:
-            return False
-        return True
+        except HandleError as exc:
+            return exc
+        return None
 
     async def _prefix_admins(self, handle: Handle) -> list[AdminRecord]:
         if handle.is_prefix_handle:

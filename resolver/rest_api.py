@@ -23,13 +23,19 @@ from protocol.errors import (
     MalformedMessage,
     NotResponsible,
 )
-from protocol.identifier import parse_prefix, prefix_handle
+from protocol.identifier import Handle, parse_prefix, prefix_handle
 from protocol.values import AdminPerm, HandleValue, filter_values
 from resolver.auth import AuthenticationNeeded, Identity
 from resolver.authz import admin_records, authorise, may_read_private
 from resolver.cache import CacheEntry, ResolutionCache
 from resolver.fast_reply import PreEncodedResponse
-from resolver.http_common import JSON_HEADERS, JSON_TYPE, is_loopback, json_bytes
+from resolver.http_common import (
+    JSON_HEADERS,
+    JSON_TYPE,
+    is_loopback,
+    json_bytes,
+    read_large_body,
+)
 from resolver.node import Node
 
 HANDLES_PATH = "/api/handles/"
@@ -178,6 +184,39 @@ class RestApi:
         if content_type is None or request.content_type != "application/json":
             raise MalformedMessage(f"Unsupported media type {content_type}")
         return rest_json.decode_put_body(body, handle_text)
+
+    # -- POST /api/handles: batch registration (idnode's extension) ----------
+
+    async def batch(self, request: web.BaseRequest) -> web.Response:
+        """A JSON array (``application/json``) or NDJSON (``application/x-ndjson``) of
+        ``{"handle", "values"}``: each record created (``?overwrite=false``) or created
+        or replaced (the default, as PUT), all or nothing per record; results in order."""
+        identity = await self.require_identity(request)
+        kind = request.content_type
+        if kind not in ("application/json", "application/x-ndjson", "application/jsonl"):
+            raise MalformedMessage(f"Unsupported media type {kind}")
+        body = await read_large_body(request)
+        if body is None:
+            raise HandleError("Batch too large", RC.PROTOCOL_ERROR)
+        items = rest_json.decode_batch(body, ndjson=kind != "application/json")
+        overwrite = _bool_param(request.query, "overwrite", default=True)
+        results: list[tuple[str | None, bool | HandleError]] = []
+        ready: list[tuple[Handle, list[HandleValue]]] = []
+        positions: list[int] = []
+        for text, parsed in items:
+            if isinstance(parsed, list) and text is not None:
+                try:
+                    ready.append((self.node.parse(text), parsed))
+                    positions.append(len(results))
+                except HandleError as exc:
+                    parsed = exc
+            results.append((text, parsed if isinstance(parsed, HandleError) else False))
+        if ready:
+            mode = "put" if overwrite else "create"
+            written = await self.node.registrar.put_many(identity, ready, mode=mode)
+            for i, result in zip(positions, written, strict=True):
+                results[i] = (results[i][0], result)
+        return json_bytes(rest_json.batch_reply(results))
 
     # -- DELETE /api/handles/{handle} ----------------------------------------
 

@@ -96,3 +96,15 @@ def test_import_rejects_bad_lines_with_line_numbers(tmp_path: Path, line: bytes,
     result = idnode("import", "--store", store, "-", stdin=b"\n" + line)
     assert result.returncode == 2
     assert b"-:2:" in result.stderr and message in result.stderr
+
+
+def test_account_add_prints_a_generated_password_once(tmp_path: Path):
+    path = tmp_path / "s.db"
+    done = idnode("account", "add", "app1", "--prefix", "88.100.1", "--store", str(path))
+    assert done.returncode == 0, done.stderr
+    assert b"Password: " in done.stdout
+    done = idnode("account", "add", "app1", "--prefix", "88.100.1", "--password", "pw",
+                  "--store", str(path))
+    assert done.returncode == 0 and b"Password" not in done.stdout and b"reset" in done.stdout
+    assert idnode("account", "revoke", "app1", "--store", str(path)).returncode == 0
+    assert idnode("account", "revoke", "ghost", "--store", str(path)).returncode == 2

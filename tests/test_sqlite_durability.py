@@ -206,7 +206,38 @@ async def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        assert version == (1,)
+        assert version == (2,)
+    finally:
+        conn.close()
+
+
+async def test_migrates_a_v1_store_in_place(tmp_path: Path) -> None:
+    """A store written by the v1 schema (no SNMS tables) opens, keeps its data, becomes v2."""
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for ddl in (
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+        "CREATE TABLE handles(id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+        " record BLOB NOT NULL)",
+        "CREATE TABLE prefixes(prefix TEXT PRIMARY KEY) WITHOUT ROWID",
+    ):
+        conn.execute(ddl)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', 1)")
+    conn.execute("INSERT INTO prefixes VALUES ('88.1')")
+    conn.close()
+    async with SQLiteStore(path) as store:
+        await store.put("88.1/A", (HandleValue(1, "URL", b"x"),))
+        assert await store.homed_prefixes() == ["88.1"]
+        assert await store.put_template("88.1", "1.0", "{}") is True
+        assert await store.get_template("88.1", "1.0") == "{}"
+    async with SQLiteStore(path) as store:  # reopening a migrated store is a no-op
+        assert await store.get_template("88.1", "1.0") == "{}"
+        assert (await store.get("88.1/A")) is not None
+    conn = sqlite3.connect(path)
+    try:
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        assert version == (2,)
     finally:
         conn.close()
 

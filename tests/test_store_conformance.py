@@ -23,7 +23,7 @@ from protocol.errors import (
     ValuesNotFound,
 )
 from protocol.values import HandleValue, ValueReference
-from registry.store import PutItem, Store
+from registry.store import Account, PutItem, Store
 
 TS = 1_700_000_000
 
@@ -494,3 +494,42 @@ async def test_operations_after_close_raise(backend: Backend, tmp_path: Path) ->
         assert "closed" in info.value.message
     with pytest.raises(HandleError):
         await anext(s.iter_records())
+
+
+# -- SNMS accounts and templates --------------------------------------------------
+
+
+async def test_accounts_create_replace_and_reopen(backend: Backend, tmp_path: Path) -> None:
+    store = backend.make(tmp_path)
+    await store.open()
+    try:
+        assert await store.get_account("app1") is None
+        account = Account("app1", "88.100.1", "enterprise", b"pbkdf2$hash", 0)
+        await store.put_account(account)
+        assert await store.get_account("app1") == account
+        assert await store.get_account("APP1") is None  # usernames are exact
+        revoked = Account("app1", "88.100.1", "enterprise", b"pbkdf2$other", 1)
+        await store.put_account(revoked)
+        assert await store.get_account("app1") == revoked
+    finally:
+        await store.close()
+    store = backend.make(tmp_path)
+    await store.open()
+    try:
+        assert await store.get_account("app1") == revoked
+    finally:
+        await store.close()
+
+
+async def test_templates_put_get_delete(store: Store) -> None:
+    assert await store.get_template("88.100.1", "1.0") is None
+    assert await store.put_template("88.100.1", "1.0", '{"a":1}') is True
+    assert await store.put_template("88.100.1", "1.0", '{"a":2}') is False
+    assert await store.get_template("88.100.1", "1.0") == '{"a":2}'
+    assert await store.get_template("88.100.1", "1.1") is None
+    assert await store.get_template("88.100.2", "1.0") is None
+    assert await store.delete_template("88.100.1", "1.0") is True
+    assert await store.delete_template("88.100.1", "1.0") is False
+    assert await store.get_template("88.100.1", "1.0") is None
+    # SNMS data never shows up among handles
+    assert await store.count_handles() == 0

@@ -1,0 +1,58 @@
+"""POST /api/handles: batch registration on the Handle REST side (idnode's extension)."""
+
+from __future__ import annotations
+
+import orjson
+from live import OTHER_PREFIX, PREFIX, LiveNode
+
+URL = {"index": 1, "type": "URL", "data": {"format": "string", "value": "https://example.com/"}}
+
+
+async def post(n: LiveNode, body: bytes, *, kind="application/json", params=None, auth=True):
+    headers = {"Content-Type": kind, **(n.auth() if auth else {})}
+    r = await n.session.post(f"{n.url}/api/handles", data=body, headers=headers, params=params)
+    return r.status, await r.json(content_type=None)
+
+
+async def test_json_array_per_item_results(live_node: LiveNode):
+    n = live_node
+    items = [
+        {"handle": f"{PREFIX}/B1", "values": [URL]},
+        {"handle": f"{PREFIX}/B2", "values": [{"index": 1, "type": "URL"}]},  # no data
+        {"handle": f"{OTHER_PREFIX}/B3", "values": [URL]},  # not this admin's prefix
+        {"handle": f"{PREFIX}/B4", "values": [URL], "colour": "red"},
+    ]
+    status, body = await post(n, orjson.dumps(items))
+    assert status == 200 and body["responseCode"] == 1
+    codes = [(r["handle"], r["responseCode"]) for r in body["results"]]
+    assert codes[0] == (f"{PREFIX}/B1", 1) and body["results"][0]["created"] is True
+    assert codes[1][1] != 1 and codes[2][1] == 400 and codes[3][1] == 4
+    r = await n.session.get(n.handle_url(f"{PREFIX}/B1"))
+    assert r.status == 200
+    for handle in (f"{PREFIX}/B2", f"{OTHER_PREFIX}/B3", f"{PREFIX}/B4"):
+        assert (await n.session.get(n.handle_url(handle))).status == 404
+    # replaced by default; create-only with overwrite=false
+    _, body = await post(n, orjson.dumps(items[:1]))
+    assert body["results"][0] == {"handle": f"{PREFIX}/B1", "responseCode": 1, "created": False}
+    _, body = await post(n, orjson.dumps(items[:1]), params={"overwrite": "false"})
+    assert body["results"][0]["responseCode"] == 101
+
+
+async def test_ndjson_and_limits(live_node: LiveNode):
+    n = live_node
+    lines = b"\n".join([
+        orjson.dumps({"handle": f"{PREFIX}/N1", "values": [URL]}),
+        b"{broken",
+        orjson.dumps({"handle": f"{PREFIX}/N2", "values": [URL]}),
+    ])
+    status, body = await post(n, lines, kind="application/x-ndjson")
+    assert status == 200
+    assert [r["responseCode"] for r in body["results"]] == [1, 4, 1]
+    too_many = orjson.dumps([{"handle": f"{PREFIX}/M{i}", "values": [URL]} for i in range(2001)])
+    status, body = await post(n, too_many)
+    assert status == 400 and body["responseCode"] == 4
+    assert (await n.session.get(n.handle_url(f"{PREFIX}/M0"))).status == 404
+    status, _ = await post(n, b"{not json")
+    assert status == 400
+    status, _ = await post(n, orjson.dumps([]), auth=False)
+    assert status == 401
