@@ -1,4 +1,5 @@
-"""A store with N benchmark identifiers, made with ``idnode init`` and one ``idnode import``."""
+"""A store with N benchmark identifiers, made with ``idnode init`` and one ``idnode import``,
+and the SNMS account ``bench`` (``idnode account add``) for register-batch-snms."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from bench.workload import write_jsonl
 
 PREFIX = "88.100.1"
 SECRET = "bench-secret"
+SNMS_USER = "bench"  # SNMS account of register-batch-snms, password SECRET
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ def prepare_store(work: Path, count: int, *, prefix: str = PREFIX, secret: str =
     store = work / "bench.db"
     subprocess.run(idnode("init", "--store", str(store), "--prefix", prefix,
                           "--admin-secret", secret),
+                   check=True, stdout=subprocess.DEVNULL, cwd=ROOT, env=child_env())
+    subprocess.run(idnode("account", "add", SNMS_USER, "--prefix", prefix, "--password", secret,
+                          "--store", str(store)),
                    check=True, stdout=subprocess.DEVNULL, cwd=ROOT, env=child_env())
     seconds = 0.0
     if count:

@@ -81,6 +81,9 @@ def _load_options(p: argparse.ArgumentParser, compare: bool) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--zipf-s", type=float, default=1.0, help="resolve-hot popularity exponent")
     p.add_argument("--write-ratio", type=float, default=0.05, help="registrations in mixed")
+    p.add_argument("--batch-size", type=int, default=2000,
+                   help="identifiers per request of register-batch and register-batch-snms "
+                        "(at most 2000)")
     p.add_argument("--node-arg", action="append", default=[],
                    help="extra `idnode serve` argument, e.g. --node-arg=--cache-size=16M")
     p.add_argument("--no-pin", action="store_true",

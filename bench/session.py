@@ -23,7 +23,7 @@ from typing import Any
 from bench import report, summary
 from bench.locust_run import Distribution, LoadSpec, run_locust
 from bench.measure import Measurement, aimed, measure
-from bench.preload import PreloadedStore, prepare_store
+from bench.preload import SNMS_USER, PreloadedStore, prepare_store
 from bench.processes import cpu_layout
 from bench.scenarios import SCENARIOS, Scenario
 from bench.targets import Target, baseline, node, probe
@@ -38,6 +38,7 @@ def _parameters(args: argparse.Namespace, server_cpu: int | None, load_cpus: str
         "master": {"expect_workers": args.expect_workers} if args.master else None,
         "target": args.target, "peers": getattr(args, "peer", []), "prefix": args.prefix,
         "seed": args.seed, "zipf_s": args.zipf_s, "write_ratio": args.write_ratio,
+        "batch_size": args.batch_size,
         "node_args": args.node_arg, "handle_port": args.handle_port if args.target else None,
         "pinning": (f"servers on core {server_cpu}, locust on core(s) {load_cpus}"
                     if load_cpus is not None else "none"),
@@ -54,11 +55,12 @@ def _spec(args: argparse.Namespace, scenario: Scenario, seconds: int, load_cpus:
         bench_options={"prefix": args.prefix, "preload": str(args.preload),
                        "seed": str(args.seed), "zipf-s": f"{args.zipf_s:g}",
                        "write-ratio": f"{args.write_ratio:g}", "secret": args.secret,
-                       "tag": secrets.token_hex(4)},
+                       "tag": secrets.token_hex(4), "batch-size": str(args.batch_size),
+                       "snms-user": SNMS_USER},
     )
 
 
-def _line(m: Measurement) -> str:
+def _line(m: Measurement, per_request: int = 1) -> str:
     lat = m.locust.latency_ms
     node = "; ".join(f"node {route} p50 {row['p50_us']:,.0f} µs p99 {row['p99_us']:,.0f} µs"
                      for route, row in m.node.items() if row.get("p50_us") is not None)
@@ -67,7 +69,8 @@ def _line(m: Measurement) -> str:
         cpu += f", cache hits {m.cache_hit_ratio:.0%}"
     if m.locust.load_cpu_percent is not None:
         cpu += f", locust CPU {m.locust.load_cpu_percent:.0f}%"
-    return (f"  {m.scenario} · {m.target} · rep {m.rep + 1}: {m.locust.rps:,.0f} req/s, "
+    ids = f" ({m.locust.rps * per_request:,.0f} identifiers/s)" if per_request > 1 else ""
+    return (f"  {m.scenario} · {m.target} · rep {m.rep + 1}: {m.locust.rps:,.0f} req/s{ids}, "
             f"{m.locust.failures:,} failures, locust p50 {lat['p50']:g} ms"
             + (f", {node}" if node else "") + cpu)
 
@@ -101,9 +104,11 @@ def _targets(s: Session, scenario: Scenario, stack: ExitStack) -> list[Target]:
     if not s.compare:
         return [subject]
     if not scenario.baseline:
-        # The bare aiohttp baseline and HTTP peers do not speak the binary protocol.
-        print(f"  {scenario.name}: no baseline or peers (binary Handle protocol); "
-              "measuring idnode alone", flush=True)
+        # The bare aiohttp baseline and HTTP peers do not speak the binary protocol;
+        # batch registrations are read as identifiers/s beside resolve-hot's rate.
+        why = "batch registration" if scenario.batched else "binary Handle protocol"
+        print(f"  {scenario.name}: no baseline or peers ({why}); measuring idnode alone",
+              flush=True)
         return [subject]
     scratch = s.work / scenario.name
     scratch.mkdir()
@@ -130,7 +135,7 @@ def _scenario(s: Session, scenario: Scenario) -> None:
                 m = measure(t, s.spec(scenario, args.duration), rep,
                             s.out / "runs" / f"{scenario.name}-{t.name}-{rep + 1}")
                 s.run.measurements.append(m)
-                print(_line(m), flush=True)
+                print(_line(m, args.batch_size if scenario.batched else 1), flush=True)
                 if m.interrupted:
                     raise KeyboardInterrupt
 

@@ -79,6 +79,9 @@ def build(run: Run) -> dict[str, Any]:
             "transport": scenario.transport,
             "node_routes": list(scenario.node_routes),
             "node_args": list(scenario.node_args),
+            # identifiers/s = req/s × this (the batch size of batch scenarios)
+            "identifiers_per_request": (run.parameters.get("batch_size") or 1
+                                        if scenario.batched else 1),
             "targets": names,
             "measurements": [m.to_json() for m in mine],
             "ratios": {f"{run.subject}/{other}": ratios(mine, run.subject, other)

@@ -113,3 +113,66 @@ def put_bodies(prefix: str, count: int = 256, seed: int = 1) -> tuple[bytes, ...
         orjson.dumps({"values": [value_to_json(v) for v in record(prefix, n, rng)]})
         for n in range(count)
     )
+
+
+# -- Batch registration: REST ``POST /api/handles`` and SNMS ``batchCreate`` bodies --
+
+SNMS_TEMPLATE_VERSION = "bench-1.0"
+
+
+def snms_template(prefix: str) -> dict[str, object]:
+    """The SNMS template the batchCreate records name (an SNMS record needs one)."""
+    return {
+        "prefix": prefix, "version": SNMS_TEMPLATE_VERSION, "industryCategory": "C",
+        "industrySpecific": "34", "industryTrade": "344", "industrySubclass": "3441",
+        "type": 1, "description": "idnode bench",
+        "items": [
+            {"name": "name", "idType": "name", "idIndex": 2000, "required": True,
+             "metadata": {"type": "string", "minLength": 1, "maxLength": 40}},
+            {"name": "URL", "idType": "URL", "idIndex": 2001, "required": False,
+             "metadata": {"type": "string", "minLength": 0, "maxLength": 200}},
+        ],
+    }
+
+
+@lru_cache(maxsize=8)
+def value_arrays(prefix: str, count: int = 256, seed: int = 1) -> tuple[bytes, ...]:
+    """REST ``values`` arrays of preload-like records, as JSON, built once."""
+    rng = random.Random(seed)
+    return tuple(orjson.dumps([value_to_json(v) for v in record(prefix, n, rng)])
+                 for n in range(count))
+
+
+@lru_cache(maxsize=8)
+def snms_value_arrays(prefix: str, count: int = 256, seed: int = 1) -> tuple[bytes, ...]:
+    """SNMS ``value`` arrays matching :func:`snms_template`, as JSON, built once."""
+    rng = random.Random(seed)
+
+    def value(index: int, kind: str, text: str) -> dict[str, object]:
+        return {"index": index, "type": kind, "auth": "",
+                "data": {"format": "string", "value": text}}
+
+    out = []
+    for n in range(count):
+        kind = rng.choice(PRODUCT_TYPES)
+        out.append(orjson.dumps([
+            value(2000, "name", f"{kind}-{rng.randrange(10**6):06d}"),
+            value(2001, "URL", f"https://trace.example.com/{prefix}/{kind.lower()}/{n}"),
+        ]))
+    return tuple(out)
+
+
+def rest_batch(handles: list[str], arrays: tuple[bytes, ...]) -> bytes:
+    """``[{"handle", "values"}, ...]`` for ``POST /api/handles``."""
+    return b"[" + b",".join(
+        b'{"handle":' + orjson.dumps(h) + b',"values":' + arrays[i % len(arrays)] + b"}"
+        for i, h in enumerate(handles)) + b"]"
+
+
+def snms_batch(handles: list[str], arrays: tuple[bytes, ...]) -> bytes:
+    """``[{"handle", "templateVersion", "value"}, ...]`` for SNMS ``batchCreate``."""
+    version = orjson.dumps(SNMS_TEMPLATE_VERSION)
+    return b"[" + b",".join(
+        b'{"handle":' + orjson.dumps(h) + b',"templateVersion":' + version
+        + b',"value":' + arrays[i % len(arrays)] + b"}"
+        for i, h in enumerate(handles)) + b"]"

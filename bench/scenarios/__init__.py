@@ -4,8 +4,10 @@ A scenario is a locustfile next to this module plus what the runner needs to
 know around it: which node latency histogram (transport, routes) measures it,
 and what the bare baseline must answer to stand in for the node. The binary
 Handle protocol scenarios have no baseline: a bare aiohttp app does not speak
-it, so ``compare`` measures the node alone for them. Scenarios for SNMS batches
-and a resolver hierarchy register here the same way when the node speaks them.
+it, so ``compare`` measures the node alone for them; nor for the batch
+registrations, whose identifiers/s are read beside resolve-hot's rate from the
+same invocation. A resolver hierarchy registers here the same way when the
+node speaks it.
 
 This module does not import locust: the runner reads the registry without it.
 """
@@ -31,8 +33,10 @@ class Scenario:
     baseline_get: Literal["found", "missing"] = "found"
     writes: bool = False  # PUTs, so the baseline also needs the node's 201 bytes
     node_args: tuple[str, ...] = ()  # `idnode serve` options when the runner starts the node
-    # False for the binary protocol: the baseline and HTTP peers cannot answer it.
+    # False for the binary protocol: the baseline and HTTP peers cannot answer it;
+    # and for batch registrations, whose figure is identifiers/s beside resolve-hot's.
     baseline: bool = True
+    batched: bool = False  # --batch-size identifiers per request: report identifiers/s
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -65,6 +69,15 @@ SCENARIOS: dict[str, Scenario] = {
                  "Binary Handle protocol RESOLUTION over TCP, one connection per request, "
                  "Zipf popularity (no baseline)",
                  transport="tcp", node_routes=("request",), baseline=False),
+        # POST /api/handles is timed as the node's "list" route (the handles collection).
+        Scenario("register-batch", HERE / "register_batch.py",
+                 "POST a batch of --batch-size new identifiers per request to /api/handles "
+                 "(REST, admin credentials; no baseline)",
+                 node_routes=("list",), baseline=False, batched=True),
+        Scenario("register-batch-snms", HERE / "register_batch_snms.py",
+                 "SNMS batchCreate of --batch-size new identifiers per request (bearer token "
+                 "of the runner's SNMS account; no baseline)",
+                 node_routes=("snms",), baseline=False, batched=True),
     )
 }
 

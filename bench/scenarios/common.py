@@ -16,6 +16,7 @@ import json
 import random
 import secrets
 import time
+import urllib.request
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ def _add_options(parser: Any) -> None:
                              "for the binary scenarios")
     parser.add_argument("--bench-timeout", type=float, default=2.0,
                         help="seconds a binary request waits for its reply (then a failure)")
+    parser.add_argument("--bench-batch-size", type=int, default=2000,
+                        help="identifiers per request of the batch scenarios (at most 2000)")
+    parser.add_argument("--bench-snms-user", default="bench",
+                        help="SNMS account (password: --bench-secret) for register-batch-snms")
 
 
 def seeded(environment: Environment) -> tuple[str, int, str, random.Random]:
@@ -100,6 +105,29 @@ class WritingUser(BenchUser):
         # bytes go out as they are (the annotation says str | dict only).
         self.client.put(handle_path(handle), data=body,  # type: ignore[arg-type]
                         headers=self.write_headers, name=name)
+
+
+class BatchUser(WritingUser):
+    """A user that registers ``--bench-batch-size`` new handles per request."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.batch_size: int = self.environment.parsed_options.bench_batch_size
+
+    def new_handles(self) -> list[str]:
+        first, self.written = self.written + 1, self.written + self.batch_size
+        return [write_identifier(self.prefix, self.tag, self.user_id, n)
+                for n in range(first, self.written + 1)]
+
+
+def post_json(url: str, body: object, headers: dict[str, str] | None = None) -> Any:
+    """A setup request outside locust's statistics (gevent makes it cooperative)."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=30) as reply:
+        return json.loads(reply.read())
 
 
 @cache
