@@ -40,6 +40,7 @@ from protocol.handle_wire import (
     SiteInfoReply,
     ValuesBody,
     compute_request_digest,
+    encode_early_error,
     encode_error_reply,
     encode_reply,
     interface_refusal,
@@ -61,6 +62,7 @@ MAX_PENDING_CHALLENGES = 10_000
 NONCE_BYTES = 16
 NOT_HOMED = "That prefix doesn't live here"
 
+_KNOWN_OPCODES = frozenset(int(op) for op in OpCode)
 ADMIN_OPS = frozenset(
     {OpCode.CREATE_HANDLE, OpCode.DELETE_HANDLE, OpCode.ADD_VALUE, OpCode.REMOVE_VALUE,
      OpCode.MODIFY_VALUE}
@@ -119,12 +121,11 @@ class HandleService:
                 return await self._challenge_answer(env, msg, now)
         except HandleError as exc:
             return self._error(env, msg, exc, now)
-        if op in (OpCode.LIST_HANDLES, OpCode.HOME_NA, OpCode.UNHOME_NA, OpCode.LIST_HOMED_NAS,
-                  OpCode.SESSION_SETUP, OpCode.VERIFY_CHALLENGE):
+        if op in _KNOWN_OPCODES:  # part of the protocol, not served by this node (yet)
             return encode_error_reply(env, msg, RC.OPERATION_NOT_SUPPORTED,
                                       "Operation not supported by this node", now=now)
-        unknown = unknown_opcode_error(env, msg)
-        return encode_error_reply(env, msg, unknown.rc, unknown.message, now=now)
+        # As the reference: RC 2 in the early-error form (opCode 0, requestId -1).
+        return encode_early_error(unknown_opcode_error(env, msg), now=now)
 
     # -- resolution --------------------------------------------------------------
 

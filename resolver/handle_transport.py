@@ -22,9 +22,11 @@ import struct
 import time
 from typing import Any
 
+from protocol.codes import RC
 from protocol.handle_envelope import ENV_TRUNCATED, EXPIRATION_SECONDS
 from protocol.handle_wire import (
     CLOSED,
+    MSG_SERVER_ERROR,
     NEED_DATA,
     HandleProtocolError,
     OpCode,
@@ -47,6 +49,10 @@ MAX_INFLIGHT_UDP = 1024  # slow-path datagrams being answered at once; more are 
 
 _IDS = struct.Struct(">II")  # sessionId, requestId at envelope offset 4
 _HANDLE_LENGTH = struct.Struct(">I")
+MAX_UDP_REQUEST = 512
+_BODY_LENGTH = struct.Struct(">I")
+_BODY_LENGTH_OFFSET = 40  # the header's last int4
+_NO_CREDENTIAL = b"\x00\x00\x00\x00"
 _OPCODE_LOW_BYTE = 23  # the opCode is the header's first int4, after the 20-byte envelope
 _HANDLE_OFFSET = 44  # envelope (20) + header (24): a RESOLUTION body starts with the handle
 
@@ -67,11 +73,19 @@ class UdpServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         start = time.perf_counter()
-        if len(data) > 2 and data[2] & ENV_TRUNCATED:
-            packet = self._reassembler.add(addr, data, time.monotonic())
-            if packet is None:
-                return
-            data = packet
+        try:
+            if len(data) > 2 and data[2] & ENV_TRUNCATED:
+                packet = self._reassembler.add(addr, data, time.monotonic())
+                if packet is None:
+                    return
+                data = packet
+            elif len(data) > MAX_UDP_REQUEST:
+                # Handle.Net's receive buffer is 512 bytes: a bigger datagram
+                # without TC is refused with RC 2 (handle-wire.md §10).
+                raise HandleProtocolError(MSG_SERVER_ERROR, RC.ERROR, env_flags=data[2])
+        except HandleProtocolError as exc:
+            self._send(encode_early_error(exc, now=int(time.time())), addr)
+            return
         key = reply_cache_key(data)
         if key is not None:
             reply = self._cached(data, key)
@@ -101,6 +115,12 @@ class UdpServer(asyncio.DatagramProtocol):
             return None
         template = entry.encodings.get(key)
         if template is None:
+            return None
+        # The key covers the body only: take the shortcut for an empty
+        # credential alone (what anonymous clients send); anything else is
+        # decoded, and refused if malformed, like a miss.
+        body_end = _HANDLE_OFFSET + _BODY_LENGTH.unpack_from(data, _BODY_LENGTH_OFFSET)[0]
+        if data[body_end : body_end + 4] != _NO_CREDENTIAL:
             return None
         session_id, request_id = _IDS.unpack_from(data, 4)
         return patch_reply(template, request_id, session_id,  # type: ignore[arg-type]
