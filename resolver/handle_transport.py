@@ -38,6 +38,7 @@ from protocol.handle_wire import (
     reply_cache_key,
     split_datagrams,
 )
+from resolver.cache import CacheEntry
 from resolver.handle_service import HandleService
 from resolver.node import Node
 
@@ -50,6 +51,8 @@ MAX_INFLIGHT_UDP = 1024  # slow-path datagrams being answered at once; more are 
 _IDS = struct.Struct(">II")  # sessionId, requestId at envelope offset 4
 _HANDLE_LENGTH = struct.Struct(">I")
 MAX_UDP_REQUEST = 512
+MAX_EXACT_REPLIES = 65_536
+_EXPIRATION_OFFSET = 36  # envelope (20) + the header's expiration at 16
 _BODY_LENGTH = struct.Struct(">I")
 _BODY_LENGTH_OFFSET = 40  # the header's last int4
 _NO_CREDENTIAL = b"\x00\x00\x00\x00"
@@ -63,6 +66,8 @@ class UdpServer(asyncio.DatagramProtocol):
         self.service = service
         self.transport: asyncio.DatagramTransport | None = None
         self._reassembler = UdpReassembler()
+        # request bytes less ids and expiration -> (cache entry, reply template)
+        self._exact: dict[bytes, tuple[CacheEntry, bytes]] = {}
         self._inflight: set[asyncio.Future[None]] = set()
         self._fast = node.requests.route("udp", "resolve")
         self._slow = node.requests.route("udp", "other")
@@ -86,11 +91,25 @@ class UdpServer(asyncio.DatagramProtocol):
         except HandleProtocolError as exc:
             self._send(encode_early_error(exc, now=int(time.time())), addr)
             return
+        # Byte-identical to a request answered from the cache before (ids and
+        # the request's expiration aside): same reply while that entry lives.
+        exact = data[:4] + data[12:_EXPIRATION_OFFSET] + data[_EXPIRATION_OFFSET + 4 :]
+        seen = self._exact.get(exact)
+        if seen is not None:
+            entry, template = seen
+            if self.node.cache.peek(entry.key) is entry:
+                self._send(self._readdress(template, data), addr)
+                self._fast.observe(200, time.perf_counter() - start)
+                return
+            del self._exact[exact]
         key = reply_cache_key(data)
         if key is not None:
-            reply = self._cached(data, key)
-            if reply is not None:
-                self._send(reply, addr)
+            found = self._cached(data, key)
+            if found is not None:
+                if len(self._exact) >= MAX_EXACT_REPLIES:
+                    del self._exact[next(iter(self._exact))]  # oldest first
+                self._exact[exact] = found
+                self._send(self._readdress(found[1], data), addr)
                 self._fast.observe(200, time.perf_counter() - start)
                 return
         if len(self._inflight) >= MAX_INFLIGHT_UDP:
@@ -100,8 +119,13 @@ class UdpServer(asyncio.DatagramProtocol):
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    def _cached(self, data: bytes, key: bytes) -> bytes | None:
-        """The stored reply for this exact request, re-addressed; None on any miss."""
+    @staticmethod
+    def _readdress(template: bytes, data: bytes) -> bytes:
+        session_id, request_id = _IDS.unpack_from(data, 4)
+        return patch_reply(template, request_id, session_id, int(time.time()) + EXPIRATION_SECONDS)
+
+    def _cached(self, data: bytes, key: bytes) -> tuple[CacheEntry, bytes] | None:
+        """The cache entry and stored reply for this request; None on any miss."""
         if data[_OPCODE_LOW_BYTE] != OpCode.RESOLUTION:  # GET_SITE_INFO has no entry
             return None
         (length,) = _HANDLE_LENGTH.unpack_from(data, _HANDLE_OFFSET)
@@ -122,9 +146,7 @@ class UdpServer(asyncio.DatagramProtocol):
         body_end = _HANDLE_OFFSET + _BODY_LENGTH.unpack_from(data, _BODY_LENGTH_OFFSET)[0]
         if data[body_end : body_end + 4] != _NO_CREDENTIAL:
             return None
-        session_id, request_id = _IDS.unpack_from(data, 4)
-        return patch_reply(template, request_id, session_id,  # type: ignore[arg-type]
-                           int(time.time()) + EXPIRATION_SECONDS)
+        return entry, template  # type: ignore[return-value]
 
     async def _answer(self, data: bytes, addr: Any, key: bytes | None, start: float) -> None:
         try:
