@@ -103,14 +103,8 @@ FIXED = {
 }
 # Open bugs, reported: a reply (or silence) matching exactly the buggy behaviour is
 # counted apart instead of failing the run; anything else still fails.
-KNOWN = {
-    "short-resolution": "a RESOLUTION datagram of 44-47 bytes that passes reply_cache_key "
-                        "(bodyLength 0-3) makes UdpServer._cached read the handle length "
-                        "at offset 44 past the end: struct.error escapes "
-                        "datagram_received (ERROR traceback), no reply instead of RC 4",
-}
-# How each open bug shows in the node's log: (exception name, function) in a traceback.
-KNOWN_LOG_SIGNATURES = {"short-resolution": ("struct.error", "_cached")}
+KNOWN: dict[str, str] = {}  # none open
+KNOWN_LOG_SIGNATURES: dict[str, tuple[str, str]] = {}
 
 
 # --- corpus ----------------------------------------------------------------------

@@ -128,7 +128,11 @@ class UdpServer(asyncio.DatagramProtocol):
         """The cache entry and stored reply for this request; None on any miss."""
         if data[_OPCODE_LOW_BYTE] != OpCode.RESOLUTION:  # GET_SITE_INFO has no entry
             return None
+        if len(data) < _HANDLE_OFFSET + 4:
+            return None  # no room for the handle: decode it, and refuse it, the long way
         (length,) = _HANDLE_LENGTH.unpack_from(data, _HANDLE_OFFSET)
+        if _HANDLE_OFFSET + 4 + length + 4 > len(data):
+            return None
         try:
             text = data[_HANDLE_OFFSET + 4 : _HANDLE_OFFSET + 4 + length].decode("ascii")
         except UnicodeDecodeError:

@@ -372,7 +372,6 @@ async def test_cached_resolution_with_a_bad_credential_is_refused(target: Target
     assert _only(replies)[2] == RC.PROTOCOL_ERROR
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN["short-resolution"])
 async def test_short_resolution_header_gets_an_early_error(target: Target,
                                                            caplog: pytest.LogCaptureFixture):
     # A RESOLUTION header with bodyLength 0 and messageLength 24: 44 bytes, no body.
