@@ -524,6 +524,12 @@ def render(s: dict[str, Any]) -> str:
             f"server-CPU-second; the node's UDP path runs at {share['median']:.0%} of the "
             f"floor's rate per CPU-second. To reach {TARGET_UDP_RATIO:g}× HTTP the node would "
             f"need {TARGET_UDP_RATIO / floor['median']:.0%} of the floor.")
+    unquiet = [f"rep {i} {LABELS[name]}" for i, r in enumerate(reps, 1)
+               for name, m in r.items()
+               if s.get("quiet_wait") and m.get("waited_for_quiet", 0) >= s["quiet_wait"]]
+    if unquiet:
+        lines.append(f"{len(unquiet)} run(s) started without a quiet second after waiting "
+                     f"{s['quiet_wait']:g} s (other people's load): {', '.join(unquiet)}.")
     others = [m.get("server_core_busy", 0) - (m.get("server_utilisation") or 0)
               for r in reps for m in r.values() if m.get("server_core_busy") is not None]
     if others and max(others) > 0.1:

@@ -86,8 +86,9 @@ PUBLIC_URL = b"https://example.com/fuzz"
 _INT4 = struct.Struct(">I")
 _KNOWN_OPS = frozenset(int(op) for op in OpCode)
 
-# Divergences from handle-wire.md this fuzzer found, fixed in 19dc3aa: a reply that
-# matches the old behaviour is reported as a regression, by name.
+# Divergences from handle-wire.md and server bugs this fuzzer found, fixed since
+# (19dc3aa unless noted): a reply that matches the old behaviour is reported as a
+# regression, by name.
 FIXED = {
     "tc-refused": "a TC datagram the reassembler refuses gets no reply (the "
                   "HandleProtocolError escapes UdpServer.datagram_received) instead of "
@@ -100,6 +101,11 @@ FIXED = {
     "fast-path-lenient": "a cached resolution is answered from its stored reply although "
                          "the request's credential section is malformed (decode_request "
                          "refuses the same bytes with RC 4 when they miss the cache)",
+    # fixed in 7c7eb63:
+    "short-resolution": "a RESOLUTION datagram of 44-47 bytes that passes reply_cache_key "
+                        "(bodyLength 0-3) makes UdpServer._cached read the handle length "
+                        "at offset 44 past the end: struct.error escapes "
+                        "datagram_received (ERROR traceback), no reply instead of RC 4",
 }
 # Open bugs, reported: a reply (or silence) matching exactly the buggy behaviour is
 # counted apart instead of failing the run; anything else still fails.
@@ -387,7 +393,7 @@ def check_reply(exp: Expect, reply: bytes | None, *, udp: bool) -> tuple[int | N
         if not alt_problems and exp.tag in KNOWN:
             return alt_rc, [Finding("known bug", KNOWN[exp.tag], exp.tag)]
         if not alt_problems:
-            return alt_rc, [Finding(f"regression [{exp.tag}]", FIXED[exp.tag])]
+            return alt_rc, [Finding(f"regression [{exp.tag}]", FIXED.get(exp.tag, ""))]
     return rc, problems
 
 
@@ -473,6 +479,11 @@ def check_probe(kind: str, reply: bytes | None, h: Handles) -> str | None:
 
 
 PROBE_KINDS = ("public", "public", "site", "restricted", "missing")
+# The probe sent after a packet that may rightly get no reply. Not a resolution: the
+# server answers those from its cache at once, possibly before the packet's own
+# (slow-path) reply; site info is always answered by a task, queued after the
+# packet's, so the packet's reply, if any, comes first.
+FOLLOW_PROBE = "site"
 
 
 def probe_packet(kind: str, h: Handles, request_id: int) -> bytes:
@@ -533,11 +544,12 @@ class _Slot:
 class UdpFuzzer:
     """A window of sockets, one exchange in flight on each: replies are matched by
     socket, since early errors carry requestId FFFFFFFF. A packet that may rightly
-    get no reply (a kept fragment) is followed on its socket by a valid probe: the
-    probe's answer proves the packet was handled, and whatever came before it was
-    the packet's reply. A socket that sent a TC datagram is replaced afterwards and
-    TC datagrams get unique requestIds, so no fragment the server holds can meet
-    another: each datagram is judged as if from a source with nothing pending."""
+    get no reply (a kept fragment) is followed on its socket by a valid probe
+    (:data:`FOLLOW_PROBE`): the probe's answer proves the packet was handled, and
+    whatever came before it was the packet's reply. A socket that sent a TC
+    datagram is replaced afterwards and TC datagrams get unique requestIds, so no
+    fragment the server holds can meet another: each datagram is judged as if
+    from a source with nothing pending."""
 
     def __init__(self, host: str, port: int, h: Handles, report: FuzzReport, *,
                  window: int = 32, timeout: float = 2.0) -> None:
@@ -591,7 +603,7 @@ class UdpFuzzer:
             self.seq += 1
             slot.follow = 0xFE000000 | (self.seq & 0xFFFFFF)
             with contextlib.suppress(OSError):
-                slot.sock.send(resolution(self.h.public, slot.follow))
+                slot.sock.send(probe_packet(FOLLOW_PROBE, self.h, slot.follow))
 
     def poll(self, wait: float) -> None:
         for key, _ in self.sel.select(wait):
@@ -650,7 +662,7 @@ class UdpFuzzer:
                 report.note(p, slot.data, reply)
             if slot.follow is not None:
                 report.probes += 1
-                problem = check_probe("public", slot.follow_reply, self.h)
+                problem = check_probe(FOLLOW_PROBE, slot.follow_reply, self.h)
                 if problem:
                     report.probe_failures += 1
                     report.note(Finding("probe failed", f"after a silent packet: {problem}"),
@@ -857,8 +869,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"node alive: {alive}; answers correctly after the run: UDP "
           f"{'yes' if not any(final) else final}, TCP {final_tcp or 'yes'}; "
           f"RSS {rss_before} kB -> {rss_after} kB")
-    print(f"node log: {len(known_log):,} ERROR entries of known bugs "
-          f"({', '.join(KNOWN)}), {len(other_log)} other ERROR entries")
+    print(f"node log: {len(other_log)} ERROR entries"
+          + (f", and {len(known_log):,} of known open bugs ({', '.join(KNOWN)})"
+             if KNOWN else ""))
     for entry in (known_log[:1] + other_log[:3]):
         print("  | " + entry.rstrip().replace("\n", "\n  | "))
     for title, counter in (("problems", report.problems), ("known open bugs", report.known)):
