@@ -176,3 +176,16 @@ class Store(ABC):
     @abstractmethod
     async def delete_template(self, prefix: str, version: str) -> bool:
         """Delete a template. True if there was one."""
+
+    # -- coherence backstop (resolver.coherence) ------------------------------
+
+    async def unannounced_writes(self) -> int | None:
+        """A counter that grows with every write made without telling the nodes' caches.
+
+        Writers that announce their writes themselves (a node, through
+        ``resolver.coherence``) do not count; offline tools (``idnode import``,
+        ``prefix add``, ...) do. Nodes poll it and drop their caches when it
+        moves. None: this backend does not count (its nodes must be told
+        another way).
+        """
+        return None

@@ -33,6 +33,10 @@ class NodeConfig:
     sqlite_synchronous: str = "NORMAL"
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
+    # Set by ``idnode serve --workers N`` (resolver.workers) in each worker:
+    # its slot, and SO_REUSEPORT so the workers share the ports.
+    worker_slot: int | None = None
+    reuse_port: bool = False
 
     @property
     def tls(self) -> bool:

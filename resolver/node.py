@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +22,7 @@ from registry.sqlite_store import SQLiteStore
 from registry.store import Store
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
+from resolver.coherence import Coherence, ExternalWritesWatch, Peers
 from resolver.config import NodeConfig
 from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
 from resolver.quotas import QuotaBook, parse_quota
@@ -38,11 +40,15 @@ def open_store(config: NodeConfig) -> Store:
     """The backend named by ``--store``: a file path means the embedded SQLite store."""
     if "://" in config.store:
         raise ValueError(f"Unsupported store URL {config.store!r}: give a file path")
-    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous)
+    # The node tells every cache of its writes (resolver.coherence), so they
+    # do not count as unannounced.
+    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous, announces_writes=True)
 
 
 class Node:
-    def __init__(self, config: NodeConfig, store: Store | None = None) -> None:
+    def __init__(
+        self, config: NodeConfig, store: Store | None = None, peers: Sequence[Peers] = ()
+    ) -> None:
         self.config = config
         self.store = store if store is not None else open_store(config)
         self.homed: set[str] = set()
@@ -51,6 +57,10 @@ class Node:
             max_ttl=config.cache_max_ttl,
             negative_ttl=config.cache_negative_ttl,
         )
+        # Writes reach every cache before they are acknowledged: sibling
+        # workers and other nodes through ``peers``.
+        self.coherence = Coherence(self.cache, self.reload_homed, peers)
+        self.external_writes = ExternalWritesWatch(self.store, self.cache, self.reload_homed)
         self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
@@ -65,7 +75,7 @@ class Node:
         )
         self.registrar = Registrar(
             store=self.store,
-            cache=self.cache,
+            invalidate=self.coherence.invalidate,
             serves=self.serves,
             record_of=self.record_of,
             server_admins=self.server_admins,
@@ -74,6 +84,10 @@ class Node:
             check_template=TemplateChecker(self.store),
         )
         self.registry = CollectorRegistry()
+        # What /metrics renders, after awaiting ``before_scrape``: this
+        # process's registry, or the whole node's (resolver.worker_metrics).
+        self.metrics_view = self.registry
+        self.before_scrape: Callable[[], Awaitable[None]] | None = None
         self.requests = RequestMetrics()
         self.store_latency = store_latency(self.registry)
         self._register_metrics()
@@ -81,12 +95,18 @@ class Node:
 
     async def start(self) -> None:
         await self.store.open()
+        # Peers' messages are acknowledged unapplied until here: harmless,
+        # nothing has been cached yet.
+        await self.coherence.start()
         await self.reload_homed()
+        await self.external_writes.start()
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
 
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        await self.external_writes.stop()
+        await self.coherence.stop()
         await self.store.close()
 
     # -- resolution --------------------------------------------------------
@@ -132,6 +152,7 @@ class Node:
     # -- prefixes ----------------------------------------------------------
 
     async def reload_homed(self) -> None:
+        """Re-read the homed prefixes (this process only; ``coherence.reload_homed`` tells all)."""
         current = set(await self.store.homed_prefixes())
         if current != self.homed:
             self.homed.clear()
@@ -155,8 +176,8 @@ class Node:
         if admin_values:
             key = self.parse(prefix_handle(prefix)).key
             await self.store.put(key, admin_values)
-            self.cache.invalidate(key)
-        await self.reload_homed()
+            await self.coherence.invalidate((key,))
+        await self.coherence.reload_homed()
 
     # -- metrics -----------------------------------------------------------
 

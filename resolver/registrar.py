@@ -1,8 +1,9 @@
 """The write path shared by every API: authorise, stamp, seal secrets, store, invalidate.
 
-Every method returns only after the store has committed the change and the
-cache has forgotten the old record, so a client that reads after its write
-was acknowledged sees it.
+Every method returns only after the store has committed the change and every
+cache (this process's, sibling workers', other nodes': ``resolver.coherence``)
+has forgotten the old record, so a client that reads after its write was
+acknowledged sees it, through any worker. Batches invalidate in one message.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from protocol.codes import RC
 from protocol.errors import (
@@ -39,7 +40,6 @@ from resolver.authz import (
     perms_for_change,
     perms_for_removal,
 )
-from resolver.cache import ResolutionCache
 from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
 
 # (handle, values) -> raises HandleError unless they fit their metadata template
@@ -51,7 +51,7 @@ class Registrar:
         self,
         *,
         store: Store,
-        cache: ResolutionCache,
+        invalidate: Callable[[Collection[str]], Awaitable[None]],
         serves: Callable[[str], bool],
         record_of: RecordByHandle,
         server_admins: frozenset[Identity],
@@ -61,7 +61,7 @@ class Registrar:
         check_template: TemplateCheck | None = None,
     ) -> None:
         self._store = store
-        self._cache = cache
+        self._invalidate = invalidate  # keys -> dropped from every cache (Coherence)
         self._serves = serves  # prefix -> homed here?
         self._record_of = record_of  # cached reads, for credentials and admin lists
         self._server_admins = server_admins
@@ -102,7 +102,7 @@ class Registrar:
                         # store's names the key in its stored spelling).
                         raise HandleAlreadyExists() from None
                 else:
-                    self._cache.invalidate(handle.key)
+                    await self._invalidate((handle.key,))
                     return True
             old = await store.get(handle.key)
             if old is None:
@@ -113,7 +113,7 @@ class Registrar:
                 raise HandleAlreadyExists()
             await self._require(identity, handle, perms_for_change(old, values, replace=True), old)
             await store.put(handle.key, values)
-            self._cache.invalidate(handle.key)
+            await self._invalidate((handle.key,))
             return False
         raise HandleError("The handle changed too often to write it; try again", RC.ERROR)
 
@@ -127,7 +127,7 @@ class Registrar:
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
         created = await self._store.add_values(handle.key, values, overwrite=overwrite)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
         return created
 
     async def modify_values(
@@ -144,7 +144,7 @@ class Registrar:
             raise ValuesNotFound(f"No value at index {missing[0]}")
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
         await self._store.add_values(handle.key, values, overwrite=True)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
 
     async def remove_values(
         self, identity: Principal, handle: Handle, indexes: Sequence[int]
@@ -154,7 +154,7 @@ class Registrar:
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_removal(old, indexes), old)
         await self._store.remove_values(handle.key, indexes)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
 
     async def delete(self, identity: Principal, handle: Handle) -> None:
         self._check_served(handle)
@@ -162,7 +162,7 @@ class Registrar:
         old = await self._existing(handle)
         await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
         await self._store.delete(handle.key)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
         if self._quotas is not None:
             self._quotas.deleted(handle.prefix)
 
@@ -239,10 +239,10 @@ class Registrar:
                 written = await self._store.put_many(put_items)
             except BaseException:
                 self._release(reserved)
+                # A failed batch may still have committed some chunks.
+                await self._invalidate([item.key for item in put_items])
                 raise
-            finally:
-                for item in put_items:
-                    self._cache.invalidate(item.key)
+            await self._invalidate([item.key for item in put_items])
             if any(reserved):
                 made = {
                     item.key for item, r in zip(put_items, written, strict=True) if r is True
@@ -288,11 +288,12 @@ class Registrar:
                     self._quotas.deleted(handle.prefix)
             except HandleError as exc:
                 results[i] = exc
-            finally:
-                self._cache.invalidate(handle.key)
 
         # Concurrent: the store's writer commits them in a few transactions.
-        await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
+        try:
+            await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
+        finally:
+            await self._invalidate([h.key for h in handles])  # one message for the batch
         return results
 
     async def _templated(
