@@ -7,11 +7,13 @@ workers do answer.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +23,9 @@ from pathlib import Path
 
 import pytest
 from processes import ROOT, ServerProcess, _env, free_port, init_store
+
+from protocol.codes import RC
+from resolver.handle_client import resolve_udp
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +86,18 @@ def metric(base: str, name: str, **labels: str) -> float:
     return total
 
 
+def free_udp_tcp_port() -> int:
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -93,7 +110,9 @@ def _alive(pid: int) -> bool:
 def node(tmp_path: Path):
     store = tmp_path / "node.db"
     init_store(store, PREFIX, SECRET)
-    server = ServerProcess(store, "--workers", "2").start()
+    handle_port = free_udp_tcp_port()
+    server = ServerProcess(store, "--workers", "2", "--handle-port", str(handle_port)).start()
+    server.handle_port = handle_port  # type: ignore[attr-defined]
     try:
         workers_seen(server.url, 2, time.monotonic() + WAIT)
         yield server
@@ -117,6 +136,23 @@ def test_a_write_through_any_worker_is_read_back_through_every_worker(node: Serv
     assert call(handle, "DELETE")[0] == 200
     for _ in range(8):
         assert call(handle)[0] == 404
+
+
+def test_a_write_is_read_back_over_udp_from_every_worker(node: ServerProcess):
+    handle = f"{node.url}/api/handles/{PREFIX}/udp"
+    port = node.handle_port  # type: ignore[attr-defined]
+
+    async def resolve_many(times: int) -> set[bytes]:
+        # A new socket (source port) each time: the kernel hashes them over both workers.
+        results = [await resolve_udp("127.0.0.1", port, f"{PREFIX}/udp") for _ in range(times)]
+        assert all(r.rc == RC.SUCCESS for r in results)
+        return {r.values[0].data for r in results}
+
+    assert call(handle, "PUT", url_values(0))[0] == 201
+    asyncio.run(resolve_many(10))  # cached (reply packets too) by both workers
+    for n in range(1, 11):
+        assert call(handle, "PUT", url_values(n))[0] == 200
+        assert asyncio.run(resolve_many(6)) == {f"https://example.com/v{n}".encode()}
 
 
 def test_batch_writes_reach_every_worker(node: ServerProcess):
@@ -200,8 +236,6 @@ def test_workers_that_cannot_start_make_the_node_exit_non_zero(tmp_path: Path):
     store = tmp_path / "node.db"
     init_store(store, PREFIX, SECRET)
     port = free_port()
-    import socket
-
     with socket.socket() as taken:  # no SO_REUSEPORT: the workers cannot bind
         taken.bind(("127.0.0.1", port))
         taken.listen()
