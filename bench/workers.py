@@ -20,6 +20,8 @@ as a lone process, and ``rps_per_cpu_s * cores`` bounds the node's capacity.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import json
 import os
 import resource
@@ -29,12 +31,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.preload import PREFIX, prepare_store
+import aiohttp
+
+from bench.preload import PREFIX, SECRET, prepare_store
 from bench.processes import free_port, group_cpu_seconds, idnode, listening, pinned
 from bench.workload import identifier
 from bench.wrk_load import lua_rotate_get, require_wrk, run_wrk
 
 HOT_SET = 1000
+WRITES = 300  # sequential PUTs per node and repetition, for the write path's latency
 
 
 def _wrk_cpu() -> float:
@@ -61,6 +66,25 @@ def one_run(url: str, pgid: int, script: Path, args: argparse.Namespace,
         "non_2xx": result.non_2xx, "socket_errors": result.socket_errors,
         "p50_s": result.latency_p50, "p99_s": result.latency_p99,
     }
+
+
+async def write_latencies(url: str, tag: str) -> list[float]:
+    """Sequential PUTs of new handles: each waits for every sibling's acknowledgement."""
+    auth = "Basic " + base64.b64encode(f"300%3A{PREFIX}/ADMIN:{SECRET}".encode()).decode()
+    body = json.dumps({"values": [{"index": 1, "type": "URL",
+                                   "data": {"format": "string", "value": "https://example.com/w"}}]})
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    seconds = []
+    async with aiohttp.ClientSession() as session:
+        for n in range(WRITES):
+            start = time.perf_counter()
+            async with session.put(f"{url}/api/handles/{PREFIX}/W-{tag}-{n}", data=body,
+                                   headers=headers) as reply:
+                await reply.read()
+                if reply.status != 201:
+                    raise RuntimeError(f"PUT answered {reply.status}")
+            seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def main() -> None:
@@ -96,6 +120,7 @@ def main() -> None:
     targets = {"1 worker": f"http://127.0.0.1:{one_port}",
                f"{args.workers} workers": f"http://127.0.0.1:{many_port}"}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    writes: dict[str, list[float]] = {name: [] for name in targets}  # median PUT seconds
     with listening(serve(1, one_port, single_cpu), one_port, out_dir / "node-1.log") as one, \
             listening(serve(args.workers, many_port, multi_cpus), many_port,
                       out_dir / "node-n.log") as many:
@@ -114,6 +139,16 @@ def main() -> None:
                       f"{run['node_cores_busy']:.2f} cores, "
                       f"{run['rps_per_node_cpu_s']:,.0f} req per node-CPU-s, "
                       f"wrk {run['wrk_cpu_s'] / run['wall_s']:.2f} cores", flush=True)
+        for rep in range(args.repetitions):
+            order = list(targets)
+            if rep % 2:
+                order.reverse()
+            for name in order:
+                latencies = asyncio.run(write_latencies(targets[name], f"{rep}-{name[0]}"))
+                median = statistics.median(latencies)
+                writes[name].append(median)
+                print(f"  rep {rep + 1} {name}: sequential PUT median {median * 1e3:.2f} ms",
+                      flush=True)
 
     one_name, many_name = list(targets)
     wall = [m["rps"] / o["rps"] for o, m in zip(runs[one_name], runs[many_name], strict=True)]
@@ -126,11 +161,15 @@ def main() -> None:
         "connections": args.connections, "runs": runs,
         "wall_ratio_median": statistics.median(wall), "wall_ratios": wall,
         "per_cpu_ratio_median": statistics.median(per_cpu), "per_cpu_ratios": per_cpu,
+        "put_median_seconds": writes,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{many_name} / 1 worker: wall throughput x{statistics.median(wall):.2f} "
           f"(min {min(wall):.2f}, max {max(wall):.2f}); requests per node-CPU-second "
           f"x{statistics.median(per_cpu):.2f}", flush=True)
+    print(f"sequential PUT median: 1 worker {statistics.median(writes[one_name]) * 1e3:.2f} ms, "
+          f"{many_name} {statistics.median(writes[many_name]) * 1e3:.2f} ms "
+          "(the difference is the wait for the siblings' acknowledgement)", flush=True)
     print(f"results: {out_dir}", flush=True)
 
 

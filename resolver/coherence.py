@@ -26,7 +26,9 @@ Limits, stated honestly:
   ``ExternalWritesWatch`` polls it every ``EXTERNAL_POLL_SECONDS`` and drops
   the whole cache and reloads homed prefixes when it moved. So such writes
   are visible within about that interval, not at once. The poll is one
-  point read on a timer: nothing is added to a request's hot path.
+  point read on a timer: nothing is added to a request's hot path. (SQLite's
+  ``PRAGMA data_version`` would be as cheap but moves on every sibling's
+  write too, so it cannot tell an unannounced write from an announced one.)
 - Reads answered from the cache before the acknowledgement may show the
   old record (the write was not yet acknowledged: that is allowed).
 - If the peer tier cannot confirm (a sibling that will not die), the write

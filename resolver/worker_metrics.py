@@ -135,8 +135,13 @@ class _NodeWide:
     def _snapshots(self) -> Iterable[tuple[Path, list[Any]]]:
         for path in sorted(self.directory.glob("*.msgpack")):
             try:
-                data = msgpack.unpackb(path.read_bytes())
-            except (OSError, ValueError) as exc:  # renamed meanwhile, or torn: skip it
-                log.debug("Skipping metrics snapshot %s: %r", path, exc)
+                try:
+                    blob = path.read_bytes()
+                except FileNotFoundError:  # retired between the listing and the read
+                    path = path.with_name(RETIRED_PREFIX + path.name.removeprefix(LIVE_PREFIX))
+                    blob = path.read_bytes()
+                data = msgpack.unpackb(blob)
+            except (OSError, ValueError) as exc:  # unreadable: skip it, say so
+                log.warning("Skipping metrics snapshot %s: %r", path, exc)
                 continue
             yield path, data
