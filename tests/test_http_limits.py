@@ -61,3 +61,34 @@ async def test_oversized_header_is_refused_with_400(quick_node: RunningNode):
         headers={"X-Big": "a" * 20_000},
     ) as r:
         assert r.status == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "rc"),
+    [
+        (f"/api/handles/{PREFIX}/a%00b", 400, 102),  # NUL
+        (f"/api/handles/{PREFIX}/a%0d%0aX-Injected:%201", 400, 102),  # header injection
+        ("/api/handles/..%2F..%2Fetc%2Fpasswd", 400, 102),  # traversal, encoded
+    ],
+)
+async def test_hostile_handle_paths_are_invalid_handles_or_not_found(
+    quick_node: RunningNode, path: str, status: int, rc: int
+):
+    async with aiohttp.ClientSession() as session, session.get(
+        f"http://127.0.0.1:{quick_node.port}{path}"
+    ) as r:
+        assert r.status == status
+        body = await r.json()
+        assert body["responseCode"] == rc
+        assert "\r\n" not in "".join(f"{k}{v}" for k, v in r.headers.items())
+
+
+async def test_raw_traversal_path_is_an_unknown_endpoint(quick_node: RunningNode):
+    reader, writer = await asyncio.open_connection("127.0.0.1", quick_node.port)
+    writer.write(b"GET /api/handles/../../etc/passwd HTTP/1.1\r\n"
+                 b"Host: a\r\nConnection: close\r\n\r\n")
+    reply = await reader.read()
+    writer.close()
+    status_line = reply.split(b"\r\n", 1)[0]
+    assert status_line.split()[1] in (b"400", b"404")
+    assert b"root:" not in reply
