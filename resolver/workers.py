@@ -261,9 +261,8 @@ async def serve_worker(config: NodeConfig, slots: int, runtime: Path, lifeline: 
 
 def _worker_main(argv: list[str]) -> int:
     spec: dict[str, Any] = json.loads(argv[0])
-    fields = spec["config"]
-    for name in ("server_admins", "quotas"):
-        fields[name] = tuple(fields[name])
+    # JSON has no tuples: NodeConfig's sequences are tuples (it is frozen).
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
     config = NodeConfig(**fields)
     logging.basicConfig(
         level=config.log_level.upper(),
