@@ -262,7 +262,9 @@ async def serve_worker(config: NodeConfig, slots: int, runtime: Path, lifeline: 
 def _worker_main(argv: list[str]) -> int:
     spec: dict[str, Any] = json.loads(argv[0])
     # JSON has no tuples: NodeConfig's sequences are tuples (it is frozen).
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()
+    }
     config = NodeConfig(**fields)
     logging.basicConfig(
         level=config.log_level.upper(),
