@@ -39,7 +39,9 @@ import msgpack
 
 log = logging.getLogger(__name__)
 
-ACK_TIMEOUT = 2.0  # seconds; a worker busier than this is treated as hung
+# Seconds; a worker stalled longer is treated as hung (a loaded 2-core host
+# can stall a process for over a second).
+ACK_TIMEOUT = 5.0
 EXIT_TIMEOUT = 10.0  # waiting for a killed sibling to be gone
 MAX_FRAME = 64 << 20
 _LENGTH = struct.Struct(">I")

@@ -166,11 +166,3 @@ async def test_encodings_are_made_once_and_charged():
     assert len(made) == 1
     assert cache.bytes == before + 100
 
-
-async def test_invalidation_listeners_hear_every_key():
-    cache = make_cache(FakeClock())
-    heard = []
-    cache.add_invalidation_listener(heard.append)
-    cache.invalidate("A")
-    cache.invalidate("B")
-    assert heard == ["A", "B"]
