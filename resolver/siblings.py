@@ -241,6 +241,9 @@ class SiblingBus:
     async def _remove(self, slot: int, peer: _Peer, why: BaseException) -> None:
         if self._peers.get(slot) is peer:
             del self._peers[slot]
+        if peer.pid == os.getpid():  # siblings in one process (tests): never kill ourselves
+            peer.close()
+            raise SiblingSuspect(f"sibling slot {slot} in this process failed: {why!r}")
         if _alive(peer.pidfd):
             log.error("Killing worker slot %d (pid %d): it did not acknowledge an "
                       "invalidation (%r); it will be restarted with an empty cache",

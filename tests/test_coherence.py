@@ -11,20 +11,25 @@ socket, which must never be the test runner).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from live import PREFIX, init_store
 from processes import ROOT, _env
 
 from protocol.codes import RC
 from protocol.values import HandleValue
 from registry.sqlite_store import SQLiteStore
 from registry.store import PutItem
+from resolver.auth import Identity
 from resolver.cache import ResolutionCache
-from resolver.coherence import Change, ExternalWritesWatch
+from resolver.coherence import Change, ExternalWritesWatch, SiblingPeers
+from resolver.config import NodeConfig
+from resolver.node import Node
 from resolver.siblings import SiblingBus, socket_path
 
 SIBLING = """
@@ -150,3 +155,52 @@ async def test_an_unannounced_write_empties_the_cache_and_reloads_prefixes(tmp_p
         assert await watch.check()
         assert len(cache) == 0 and reloads == 1
         await watch.stop()
+
+
+# -- two nodes as sibling workers, in one process ------------------------------
+
+
+async def test_sibling_nodes_drop_a_written_record_and_learn_new_prefixes_at_once(
+    tmp_path: Path,
+):
+    store = tmp_path / "node.db"
+    await init_store(store)
+    config = NodeConfig(store=str(store), port=0, handle_port=None,
+                        server_admins=("300:0.NA/ADMIN",))
+    buses = [SiblingBus(tmp_path, slot, 2, ack_timeout=30) for slot in (0, 1)]
+    nodes = [Node(dataclasses.replace(config, worker_slot=slot), peers=[SiblingPeers(bus)])
+             for slot, bus in enumerate(buses)]
+    for bus in buses:
+        await bus.start()
+    for node in nodes:
+        await node.start()
+    try:
+        a, b = nodes
+        admin = Identity.parse("300:0.NA/ADMIN")
+        handle = a.parse(f"{PREFIX}/coherent")
+
+        async def write(data: bytes) -> None:
+            await a.registrar.put_record(admin, handle, [HandleValue(1, "URL", data)],
+                                         overwrite=True)
+
+        async def read_b() -> bytes:
+            values = (await b.resolve(handle)).values
+            assert values is not None
+            return values[0].data
+
+        await write(b"v1")
+        assert await read_b() == b"v1"  # now cached by b
+        for n in range(2, 6):
+            await write(b"v%d" % n)
+            assert b.cache.peek(handle.key) is None  # dropped before the write returned
+            assert await read_b() == b"v%d" % n
+        assert b.coherence.received >= 5
+
+        assert not b.serves("88.300")
+        await a.home_prefix("88.300", [])
+        assert b.serves("88.300")  # b reloaded its prefixes before a returned
+    finally:
+        for node in nodes:
+            await node.stop()
+        for bus in buses:
+            await bus.stop()
