@@ -38,6 +38,7 @@ from typing import Any
 
 from registry.credentials import load_master_key
 from resolver.config import NodeConfig
+from resolver.worker_metrics import retire
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,6 @@ class Supervisor:
             proc = await self._spawn(slot)
             self._procs[slot] = proc
             code = await proc.wait()
-            from resolver.worker_metrics import retire
-
             retire(self.runtime / "metrics", slot, proc.pid)
             if self._stopping.is_set():
                 return
