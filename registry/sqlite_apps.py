@@ -55,7 +55,9 @@ def application_from_row(row: Sequence[Any]) -> Application:
     )
 
 
-def list_applications_query(state: str | None, applicant: str | None) -> tuple[str, tuple[Any, ...]]:
+def list_applications_query(
+    state: str | None, applicant: str | None
+) -> tuple[str, tuple[Any, ...]]:
     where, params = [], []
     if state is not None:
         where.append("state = ?")

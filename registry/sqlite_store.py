@@ -55,10 +55,10 @@ from registry.store import (
     PutItem,
     PutResult,
     Record,
+    StatsCount,
     Store,
     StoreBusy,
     StoreClosed,
-    StatsCount,
     StoreError,
 )
 

@@ -7,6 +7,7 @@
     idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
     idnode prefix   add|list ...
     idnode account add USERNAME --prefix 88.100.1 [--password P] | revoke USERNAME
+    idnode application list|approve ID --parent 88.118|reject ID --reason R
     idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
     idnode bench    run|compare|worker|... (load tests: python -m bench.runner)
 """
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+    p.add_argument("--enterprise-parent",
+                   help="allocate approved enterprise prefixes as PARENT.<n> (e.g. 88.118)")
 
     p = sub.add_parser("resolve", help="resolve a handle (HTTP, or the binary Handle protocol)")
     p.add_argument("handle")
@@ -118,13 +121,31 @@ def build_parser() -> argparse.ArgumentParser:
     asub = p.add_subparsers(dest="account_command", required=True)
     aa = asub.add_parser("add", help="create an account, or reset its password (revokes tokens)")
     aa.add_argument("username")
-    aa.add_argument("--prefix", required=True, help="its enterprise prefix, e.g. 88.100.1")
+    aa.add_argument("--prefix", help="its enterprise prefix, e.g. 88.100.1 (enterprise and "
+                    "readonly accounts; applicants, auditors and node admins have none)")
     aa.add_argument("--password", help="generated and printed once if omitted")
     aa.add_argument("--role", default="enterprise", choices=admin_tasks.ACCOUNT_ROLES)
     aa.add_argument("--store", default=str(DEFAULT_STORE))
     ar = asub.add_parser("revoke", help="revoke every token issued to an account so far")
     ar.add_argument("username")
     ar.add_argument("--store", default=str(DEFAULT_STORE))
+
+    p = sub.add_parser("application", help="enterprise prefix applications (operators)")
+    bsub = p.add_subparsers(dest="application_command", required=True)
+    bl = bsub.add_parser("list", help="list applications")
+    bl.add_argument("--state", choices=("pending", "approved", "rejected"))
+    bl.add_argument("--json", action="store_true")
+    bl.add_argument("--store", default=str(DEFAULT_STORE))
+    for name, text in (("approve", "allocate <parent>.<n>, home it, create its admin"),
+                       ("reject", "reject with a reason")):
+        bd = bsub.add_parser(name, help=text)
+        bd.add_argument("id", type=int)
+        bd.add_argument("--reason", required=name == "reject")
+        bd.add_argument("--by", default="operator", help="recorded as the decider")
+        bd.add_argument("--store", default=str(DEFAULT_STORE))
+        if name == "approve":
+            bd.add_argument("--parent", required=True,
+                            help="the node's --enterprise-parent, e.g. 88.118")
 
     p = sub.add_parser("import", help="bulk-load handles from JSONL into a store")
     p.add_argument("file", help="JSONL: {\"handle\": ..., \"values\": [...]} per line; - = stdin")
@@ -191,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
                 tls_cert=args.tls_cert, tls_key=args.tls_key,
                 allow_insecure_auth=args.allow_insecure_auth,
                 server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
-                quotas=tuple(args.quota),
+                quotas=tuple(args.quota), enterprise_parent=args.enterprise_parent,
             )
         )
         return 0
@@ -209,6 +230,13 @@ def _run(args: argparse.Namespace) -> int:
                 args.store, args.username, args.prefix, args.password, args.role
             ))
         return asyncio.run(admin_tasks.account_revoke(args.store, args.username))
+    if command == "application":
+        if args.application_command == "list":
+            return asyncio.run(admin_tasks.application_list(args.store, args.state, args.json))
+        return asyncio.run(admin_tasks.application_decide(
+            args.store, args.id, approve=args.application_command == "approve",
+            parent=getattr(args, "parent", None), by=args.by, reason=args.reason,
+        ))
     if command == "import":
         return asyncio.run(admin_tasks.import_jsonl(args.store, args.file, args.batch))
     if command == "export":

@@ -33,6 +33,8 @@ class NodeConfig:
     sqlite_synchronous: str = "NORMAL"
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
+    # Secondary node: enterprise prefixes are allocated as <parent>.<n> on approval.
+    enterprise_parent: str | None = None
 
     @property
     def tls(self) -> bool:

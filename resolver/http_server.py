@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from protocol import rest_json
 from protocol.codes import RC
 from protocol.errors import HandleError, InvalidHandle, NotResponsible
+from resolver.admin_api import ADMIN_PATH, AdminApi
 from resolver.fast_reply import eligible
 from resolver.http_common import JSON_HEADERS, error_response, json_bytes
 from resolver.metrics import RouteLatency
@@ -39,6 +40,7 @@ class HttpFrontend:
         self.node = node
         self.rest = RestApi(node)
         self.snms = SnmsApi(node)
+        self.admin = AdminApi(node.applications, node.token_key, node.sealer.seal, time.time)
         metrics = node.requests
         self._resolve_stats = metrics.route("http", "resolve")
         self._write_stats = metrics.route("http", "write")
@@ -90,6 +92,8 @@ class HttpFrontend:
                 return stats, await self._handles_collection(request, path, method)
             if path == "/api/prefixes" and method in ("GET", "HEAD"):
                 return stats, await self.rest.list_prefixes(request)
+            if path.startswith(ADMIN_PATH):  # applications: Handle-style JSON, own statuses
+                return stats, await self.admin.handle(request, path, method)
             if is_snms_path(path):  # SNMS v5 API: its own envelope and error mapping
                 return self._snms_stats, await self.snms.handle(request, path, method)
             if path.startswith("/api/") or path == "/api":

@@ -19,6 +19,7 @@ from protocol.values import HandleValue
 from registry.credentials import SecretSealer, load_master_key
 from registry.sqlite_store import SQLiteStore
 from registry.store import Store
+from resolver.applications import ApplicationDesk
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
 from resolver.config import NodeConfig
@@ -72,6 +73,13 @@ class Node:
             seal=self.sealer.seal,
             quotas=self.quotas,
             check_template=TemplateChecker(self.store),
+        )
+        self.applications = ApplicationDesk(
+            self.store,
+            parent=config.enterprise_parent,
+            seal=self.sealer.seal,
+            after_approval=self._prefix_allocated,
+            invalidate=self.cache.invalidate,
         )
         self.registry = CollectorRegistry()
         self.requests = RequestMetrics()
@@ -146,6 +154,9 @@ class Node:
                 await self.reload_homed()
             except Exception:
                 log.exception("Could not reload homed prefixes")
+
+    async def _prefix_allocated(self, prefix: str) -> None:
+        await self.reload_homed()  # serve it now, not at the next refresh
 
     async def home_prefix(self, prefix: str, admin_values: list[HandleValue]) -> None:
         """Home ``prefix`` here and write its ``0.NA/`` record (admins of the prefix)."""
