@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+    p.add_argument("--stats-upstream", metavar="URL",
+                   help="send usage statistics to this (top-level) node, e.g. https://tl:8000")
+    p.add_argument("--stats-interval", type=float, default=_DEFAULTS.stats_interval,
+                   help="seconds per statistics report")
+    p.add_argument("--stats-identity", metavar="INDEX:HANDLE",
+                   help="this node's identity at the upstream, e.g. 300:0.NA/88.118; secret "
+                        "from $IDNODE_STATS_SECRET or --stats-secret-file")
+    p.add_argument("--stats-secret-file", help="file holding the --stats-identity secret")
+    p.add_argument("--stats-spool", metavar="DIR",
+                   help="unacknowledged reports (default: STORE.stats-spool)")
+    p.add_argument("--stats-max-reports", type=int, default=_DEFAULTS.stats_max_reports,
+                   help="spool bound; when full the current interval grows instead")
     p.add_argument("--enterprise-parent",
                    help="allocate approved enterprise prefixes as PARENT.<n> (e.g. 88.118)")
 
@@ -171,6 +183,18 @@ def _client_auth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
 
 
+def _stats_secret(args: argparse.Namespace) -> str | None:
+    if args.stats_secret_file:
+        with open(args.stats_secret_file, encoding="utf-8") as f:
+            return f.read().strip()
+    secret = os.environ.get("IDNODE_STATS_SECRET")
+    if args.stats_identity and not secret:
+        raise admin_tasks.CommandError(
+            "--stats-identity needs its secret: $IDNODE_STATS_SECRET or --stats-secret-file"
+        )
+    return secret
+
+
 def _bench(argv: list[str]) -> NoReturn:
     """Become ``python -m bench.runner``: bench/ is a separate tool, never imported here."""
     os.execv(sys.executable, [sys.executable, "-m", "bench.runner", *argv])
@@ -213,6 +237,9 @@ def _run(args: argparse.Namespace) -> int:
                 allow_insecure_auth=args.allow_insecure_auth,
                 server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
                 quotas=tuple(args.quota), enterprise_parent=args.enterprise_parent,
+                stats_upstream=args.stats_upstream, stats_interval=args.stats_interval,
+                stats_identity=args.stats_identity, stats_secret=_stats_secret(args),
+                stats_spool=args.stats_spool, stats_max_reports=args.stats_max_reports,
             )
         )
         return 0

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
+from urllib.parse import quote
 
+import aiohttp
 from prometheus_client import CollectorRegistry
 
 from protocol.errors import HandleError
@@ -28,6 +31,8 @@ from resolver.quotas import QuotaBook, parse_quota
 from resolver.registrar import Registrar
 from resolver.roles import chain_for_role
 from resolver.snms_tokens import token_key
+from resolver.stats import StatsReporter, StatsSpool, UsageCounter
+from resolver.stats_api import ReportedTotals, identity_scope
 from resolver.template_check import TemplateChecker
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,30 @@ def open_store(config: NodeConfig) -> Store:
     if "://" in config.store:
         raise ValueError(f"Unsupported store URL {config.store!r}: give a file path")
     return SQLiteStore(config.store, synchronous=config.sqlite_synchronous)
+
+
+def stats_reporter(config: NodeConfig, usage: UsageCounter) -> StatsReporter:
+    """The reporter of ``--stats-upstream``: spool beside a file store unless told."""
+    assert config.stats_upstream
+    spool_dir = config.stats_spool
+    if spool_dir is None and "://" not in config.store:
+        spool_dir = config.store + ".stats-spool"
+    authorization = None
+    node_name = ""
+    if config.stats_identity:
+        identity = Identity.parse(config.stats_identity)
+        node_name = identity_scope(identity)
+        # Handle.Net clients percent-encode the colon of index:handle.
+        login = quote(config.stats_identity, safe="/")
+        authorization = aiohttp.encode_basic_auth(login, config.stats_secret or "")
+    return StatsReporter(
+        usage,
+        StatsSpool(Path(spool_dir) if spool_dir else None, config.stats_max_reports),
+        upstream=config.stats_upstream,
+        node_name=node_name,
+        authorization=authorization,
+        interval=config.stats_interval,
+    )
 
 
 class Node:
@@ -64,6 +93,11 @@ class Node:
             [parse_quota(q) for q in config.quotas], count=self.store.count_handles,
             homed=self.homed,
         )
+        # Usage statistics: counted here (hot paths index these dicts), sent
+        # upward by the reporter; reports other nodes sent us, summed.
+        self.usage = UsageCounter(time.time())
+        self.reported = ReportedTotals()
+        self.reporter: StatsReporter | None = None
         self.registrar = Registrar(
             store=self.store,
             cache=self.cache,
@@ -73,6 +107,7 @@ class Node:
             seal=self.sealer.seal,
             quotas=self.quotas,
             check_template=TemplateChecker(self.store),
+            registrations=self.usage.registrations,
         )
         self.applications = ApplicationDesk(
             self.store,
@@ -90,11 +125,17 @@ class Node:
     async def start(self) -> None:
         await self.store.open()
         await self.reload_homed()
+        await self.reported.load(self.store)
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
+        if self.config.stats_upstream:
+            self.reporter = stats_reporter(self.config, self.usage)
+            await self.reporter.start()
 
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        if self.reporter is not None:
+            await self.reporter.stop()
         await self.store.close()
 
     # -- resolution --------------------------------------------------------
@@ -174,6 +215,7 @@ class Node:
     def _register_metrics(self) -> None:
         cache = self.cache
         self.registry.register(self.requests)  # type: ignore[arg-type]
+        self.registry.register(self.reported)  # type: ignore[arg-type]
         self.registry.register(
             GaugeCollector(  # type: ignore[arg-type]
                 {
