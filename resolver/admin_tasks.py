@@ -218,6 +218,30 @@ async def application_decide(
     return 0
 
 
+async def reporter_add(store_path: str, prefix_text: str, secret: str | None) -> int:
+    """Let the node serving ``prefix`` report usage statistics here (a top-level node):
+    an HS_SECKEY at 300 of ``0.NA/<prefix>``, added to that record or creating it."""
+    try:
+        prefix = parse_prefix(prefix_text)
+    except HandleError as exc:
+        raise CommandError(exc.message) from None
+    generated = secret is None
+    secret = secret or generate_secret()
+    value = HandleValue(ADMIN_INDEX, HS_SECKEY, sealer_for(store_path).seal(secret.encode()),
+                        permissions=SECRET_PERMS)
+    key = prefix_handle(prefix)
+    async with opened(store_path) as store:
+        if await store.get(key) is None:
+            await store.put(key, [value])
+        else:
+            await store.add_values(key, [value], overwrite=True)
+    print(f"Node {prefix} reports as {ADMIN_INDEX}:{key} "
+          f"(its --stats-identity; a running node sees this at once).")
+    if generated:
+        print(f"Secret: {secret}   (shown once; give it to that node as IDNODE_STATS_SECRET)")
+    return 0
+
+
 def sealer_for(store_path: str) -> SecretSealer:
     """The sealer of the node that will serve ``store_path`` (creates its master key)."""
     return SecretSealer(load_master_key(store_path))

@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
             bd.add_argument("--parent", required=True,
                             help="the node's --enterprise-parent, e.g. 88.118")
 
+    p = sub.add_parser("reporter", help="nodes allowed to report usage statistics here")
+    rsub = p.add_subparsers(dest="reporter_command", required=True)
+    ra = rsub.add_parser("add", help="create or reset the identity 300:0.NA/PREFIX")
+    ra.add_argument("prefix", help="the reporting node's prefix, e.g. 88.118")
+    ra.add_argument("--secret", help="generated and printed once if omitted")
+    ra.add_argument("--store", default=str(DEFAULT_STORE))
+
     p = sub.add_parser("import", help="bulk-load handles from JSONL into a store")
     p.add_argument("file", help="JSONL: {\"handle\": ..., \"values\": [...]} per line; - = stdin")
     p.add_argument("--store", default=str(DEFAULT_STORE))
@@ -264,6 +271,8 @@ def _run(args: argparse.Namespace) -> int:
             args.store, args.id, approve=args.application_command == "approve",
             parent=getattr(args, "parent", None), by=args.by, reason=args.reason,
         ))
+    if command == "reporter":
+        return asyncio.run(admin_tasks.reporter_add(args.store, args.prefix, args.secret))
     if command == "import":
         return asyncio.run(admin_tasks.import_jsonl(args.store, args.file, args.batch))
     if command == "export":

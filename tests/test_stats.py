@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from protocol.errors import MalformedMessage
 from protocol.stats_report import PrefixCounts, StatsReport, decode_report, encode_report
-from protocol.values import HS_SECKEY, SECRET_PERMS, HandleValue
 from registry.sqlite_store import SQLiteStore
 from resolver import admin_tasks, handle_client
 from resolver.config import NodeConfig
@@ -113,12 +112,12 @@ async def top_level_store(path: Path) -> None:
     """A top-level store holding each secondary's identity 300:0.NA/<prefix>."""
     with contextlib.redirect_stdout(io.StringIO()):
         await admin_tasks.init(str(path), "88", ADMIN_SECRET, False)
-    sealer = admin_tasks.sealer_for(str(path))
-    async with SQLiteStore(path) as store:
+        await admin_tasks.prefix_add(str(path), "88.119", "300:88.119/ADMIN")  # has a record
         for prefix, secret in SECRETS.items():
-            seckey = HandleValue(300, HS_SECKEY, sealer.seal(secret.encode(), iterations=1000),
-                                 permissions=SECRET_PERMS)
-            await store.put(f"0.NA/{prefix}", (seckey,))
+            await admin_tasks.reporter_add(str(path), prefix, secret)
+    async with SQLiteStore(path) as store:
+        record = await store.get("0.NA/88.119")
+        assert record is not None and {v.type for v in record} >= {"HS_ADMIN", "HS_SECKEY"}
 
 
 async def secondary(tmp_path: Path, node: str, prefix: str, upstream: str,
