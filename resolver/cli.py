@@ -3,6 +3,7 @@
     idnode init     --store PATH --prefix 88.100.1 [--admin-secret S]
     idnode serve    --store PATH [--host H] [--port 8000] [--cache-size BYTES] ...
     idnode resolve  HANDLE [--server URL] [--type T] [--index N]
+    idnode trace    HANDLE [--server URL] [--max-depth N] [--json]
     idnode register HANDLE (--value TYPE=DATA ... | --json FILE) --auth 300:P/ADMIN [--secret S]
     idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
     idnode prefix   add|list ...
@@ -24,7 +25,7 @@ from typing import NoReturn
 
 import aiohttp
 
-from resolver import admin_tasks, client
+from resolver import admin_tasks, client, trace
 from resolver.config import DEFAULT_STORE, NodeConfig
 from resolver.roles import ROLES
 
@@ -107,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", action="append", default=[])
     p.add_argument("--index", action="append", type=int, default=[])
 
+    p = sub.add_parser("trace", help="walk an identifier's traceability links, print the tree")
+    p.add_argument("handle")
+    p.add_argument("--server", default=DEFAULT_SERVER,
+                   help="node whose REST API resolves every link (the recursive node in a "
+                        f"hierarchy; default {DEFAULT_SERVER})")
+    p.add_argument("--max-depth", type=_non_negative, default=trace.DEFAULT_MAX_DEPTH)
+    p.add_argument("--max-nodes", type=_non_negative, default=trace.DEFAULT_MAX_NODES,
+                   help="resolve at most this many identifiers")
+    p.add_argument("--concurrency", type=_non_negative, default=trace.DEFAULT_CONCURRENCY,
+                   help="resolutions in flight at once")
+    p.add_argument("--timeout", type=float, default=trace.DEFAULT_TIMEOUT,
+                   help="seconds per resolution")
+    p.add_argument("--json", action="store_true", help="print the tree as JSON")
+
     p = sub.add_parser("register", help="create or replace a handle on a node")
     p.add_argument("handle")
     p.add_argument("--value", action="append", default=[],
@@ -180,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="load tests (python -m bench.runner; needs the bench extra)",
                    add_help=False)
     return parser
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
 
 
 def _client_auth(p: argparse.ArgumentParser) -> None:
@@ -283,6 +305,11 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(
             client.resolve(args.server or DEFAULT_SERVER, args.handle, args.type, args.index)
         )
+    if command == "trace":
+        return asyncio.run(trace.trace_command(
+            args.server, args.handle, max_depth=args.max_depth, max_nodes=args.max_nodes,
+            concurrency=args.concurrency, timeout=args.timeout, as_json=args.json,
+        ))
     if command == "register":
         return asyncio.run(client.register(args))
     if command == "delete":
