@@ -46,6 +46,7 @@ from resolver.auth import AuthenticationNeeded
 from resolver.authz import PermissionDenied
 from resolver.http_common import JSON_HEADERS, json_bytes
 from resolver.snms_tokens import InvalidToken, bearer, verify
+from resolver.throttle import LoginThrottle, TooManyAttempts
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,14 @@ class AdminApi:
         token_key: bytes,
         seal: Callable[[bytes], bytes],
         clock: Callable[[], float],
+        throttle: LoginThrottle,
     ) -> None:
         self.desk = desk
         self.store = desk.store
         self._token_key = token_key
         self._seal = seal
         self._clock = clock
+        self._throttle = throttle
 
     async def handle(self, request: web.BaseRequest, path: str, method: str) -> web.Response:
         """Route and run; the one error mapper of this API (nothing escapes as a 500
@@ -115,9 +118,13 @@ class AdminApi:
         token = bearer(request.headers.get("Authorization"))
         if token is None:
             raise AuthenticationNeeded("A bearer token is needed (POST /identity/token)")
+        # Forged or stale tokens are counted per address, as the SNMS API does.
+        throttle_key = (f"admin-token@{request.remote}", request.remote or "")
+        self._throttle.check(*throttle_key)  # TooManyAttempts: 429
         try:
             claims = verify(self._token_key, token, self._clock())
         except InvalidToken as exc:
+            self._throttle.failed(*throttle_key)
             raise AuthenticationNeeded(f"Invalid token: {exc}") from None
         account = await self.store.get_account(claims.username)
         if account is None or account.generation != claims.generation:
@@ -219,6 +226,9 @@ def _error(exc: HandleError) -> web.Response:
     else:
         status = _STATUS.get(exc.rc, rest_json.http_status(rc))
     body = rest_json.error_reply(rc, None, exc.message or None)
+    if isinstance(exc, TooManyAttempts):
+        return web.Response(body=body, status=429,
+                            headers={**JSON_HEADERS, "Retry-After": str(exc.retry_after)})
     if status == 401:
         return web.Response(body=body, status=401,
                             headers={**JSON_HEADERS, "WWW-Authenticate": "Bearer"})

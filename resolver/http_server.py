@@ -42,7 +42,8 @@ class HttpFrontend:
         self.node = node
         self.rest = RestApi(node)
         self.snms = SnmsApi(node)
-        self.admin = AdminApi(node.applications, node.token_key, node.sealer.seal, time.time)
+        self.admin = AdminApi(node.applications, node.token_key, node.sealer.seal, time.time,
+                              node.authenticator.throttle)
         metrics = node.requests
         self._resolve_stats = metrics.route("http", "resolve")
         self._write_stats = metrics.route("http", "write")
@@ -52,7 +53,8 @@ class HttpFrontend:
         self._snms_stats = metrics.route("http", "snms")
         self._tls = node.config.tls
         self._resolved = node.usage.resolutions  # per prefix, for statistics upward
-        self.stats_api = StatsApi(node.store, node.reported, node.server_admins, node.parse)
+        self.stats_api = StatsApi(node.store, node.reported, node.server_admins, node.parse,
+                                  node.authenticator.throttle)
         # Pre-built replies skip aiohttp's response object, and so its access log.
         self._raw_replies = not node.config.access_log
 

@@ -31,6 +31,7 @@ from registry.store import StatsCount, Store
 from resolver.auth import AuthenticationNeeded, Authenticator, Identity
 from resolver.authz import PermissionDenied
 from resolver.http_common import JSON_HEADERS, read_large_body
+from resolver.throttle import LoginThrottle
 
 STATS_PATH = "/api/stats"
 
@@ -80,6 +81,7 @@ class StatsApi:
         totals: ReportedTotals,
         server_admins: frozenset[Identity],
         parse: Callable[[str], Handle],
+        throttle: LoginThrottle,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -90,7 +92,7 @@ class StatsApi:
         # Node identities are records in this node's store whether or not it
         # serves their prefix (a top-level node keeps 0.NA/<prefix> of the
         # prefixes it delegates): read them from the store, not the chain.
-        self._authenticator = Authenticator(self._stored_record)
+        self._authenticator = Authenticator(self._stored_record, throttle=throttle)
 
     async def _stored_record(self, text: str) -> tuple[HandleValue, ...] | None:
         try:
@@ -103,7 +105,7 @@ class StatsApi:
         header = request.headers.get("Authorization")
         if not header or not auth_possible:
             raise AuthenticationNeeded()
-        identity = await self._authenticator.authenticate_basic(header)
+        identity = await self._authenticator.authenticate_basic(header, request.remote or "")
         if request.content_type not in (stats_report.CONTENT_TYPE, "application/x-msgpack"):
             raise MalformedMessage(f"Unsupported media type {request.content_type}")
         body = await read_large_body(request, stats_report.MAX_REPORT_BYTES)

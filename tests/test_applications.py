@@ -287,3 +287,9 @@ async def test_account_add_for_prefixless_roles(tmp_path: Path) -> None:
     async with admin_tasks.opened(store) as s:
         account = await s.get_account("ent9")
     assert account is not None and (account.role, account.prefix) == ("applicant", "")
+
+
+async def test_forged_tokens_are_throttled_per_address(node: LiveNode) -> None:
+    statuses = [(await call(node, "GET", "/api/admin/applications", token=f"forged.{i}.x"))[0]
+                for i in range(8)]
+    assert statuses[0] == 401 and statuses[-1] == 429
