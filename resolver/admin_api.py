@@ -95,7 +95,7 @@ class AdminApi:
             if method == "POST":
                 return await self.apply(request)
             if method in ("GET", "HEAD"):
-                return await self.list(request)
+                return await self.list_applications(request)
         elif path.startswith(_APPLICATIONS + "/"):
             id_text, _, action = path[len(_APPLICATIONS) + 1:].partition("/")
             if not id_text.isdigit() or len(id_text) > 18:
@@ -150,7 +150,7 @@ class AdminApi:
         log.info("Application %d by %s for %s", app.id, app.applicant, app.enterprise)
         return _reply({"application": application_json(app)}, 201)
 
-    async def list(self, request: web.BaseRequest) -> web.Response:
+    async def list_applications(self, request: web.BaseRequest) -> web.Response:
         account = await self._account(request)
         state = request.query.get("state") or None
         if state is not None and state not in ("pending", "approved", "rejected"):

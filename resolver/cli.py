@@ -215,6 +215,12 @@ def _client_auth(p: argparse.ArgumentParser) -> None:
 
 
 def _stats_secret(args: argparse.Namespace) -> str | None:
+    """The secret of ``--stats-identity`` (a file, or $IDNODE_STATS_SECRET)."""
+    if args.stats_upstream and not args.stats_identity:
+        raise admin_tasks.CommandError(
+            "--stats-upstream needs --stats-identity (the upstream accepts reports only from "
+            "a known node identity; see idnode reporter add)"
+        )
     if args.stats_secret_file:
         with open(args.stats_secret_file, encoding="utf-8") as f:
             return f.read().strip()

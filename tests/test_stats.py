@@ -319,3 +319,16 @@ async def test_report_endpoint_authenticates_scopes_and_deduplicates(
             in metrics
     finally:
         await top.stop()
+
+
+def test_serve_refuses_a_stats_upstream_without_identity_or_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resolver.cli import main
+
+    monkeypatch.delenv("IDNODE_STATS_SECRET", raising=False)
+    assert main(["serve", "--stats-upstream", "http://127.0.0.1:1"]) == 2
+    assert "needs --stats-identity" in capsys.readouterr().err
+    assert main(["serve", "--stats-upstream", "http://127.0.0.1:1",
+                 "--stats-identity", "300:0.NA/88.118"]) == 2
+    assert "needs its secret" in capsys.readouterr().err
