@@ -130,6 +130,14 @@ async def test_apply_approve_collect_then_register_and_resolve(node: LiveNode) -
     # The account is now the prefix's enterprise admin in the SNMS API too.
     account = await node.node.store.get_account("ent1")
     assert account is not None and (account.role, account.prefix) == ("enterprise", f"{PARENT}.1")
+    # An enterprise admin decides nothing, not even about another applicant.
+    other = await apply(node, "ent2")
+    status, body = await call(node, "POST", f"/api/admin/applications/{other['id']}/approve",
+                              token=token)
+    assert status == 403 and body["responseCode"] == 401
+    status, _ = await call(node, "POST", "/api/admin/applications", {"enterprise": "Again"},
+                           token=token)
+    assert status == 403  # nor applies for a second prefix
 
 
 async def test_replays_and_late_decisions_are_refused(node: LiveNode) -> None:
