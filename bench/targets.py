@@ -34,7 +34,8 @@ class Target:
 
 def _one_worker_unless_asked(extra_args: list[str]) -> list[str]:
     # The node's CPU time is read from its pid: one process unless asked.
-    return extra_args if "--workers" in extra_args else [*extra_args, "--workers", "1"]
+    asked = any(a.startswith("--workers") for a in extra_args)
+    return extra_args if asked else [*extra_args, "--workers", "1"]
 
 
 @contextmanager
