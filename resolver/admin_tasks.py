@@ -114,6 +114,34 @@ async def prefix_add(store_path: str, prefix_text: str, admin: str | None) -> in
     return 0
 
 
+async def delegate(store_path: str, prefix_text: str, secret: str | None) -> int:
+    """At a top-level: register the secondary that will serve ``prefix``.
+
+    Creates ``0.NA/<prefix>`` administered by ``300:0.NA/<prefix>`` with a secret;
+    the secondary logs in as that identity to write its HS_SITE (resolver.homing).
+    """
+    try:
+        prefix = parse_prefix(prefix_text)
+    except HandleError as exc:
+        raise CommandError(exc.message) from None
+    identity = prefix_handle(prefix)
+    async with opened(store_path) as store:
+        if await store.get(identity) is not None:
+            raise CommandError(f"{identity} already exists in {store_path}")
+        generated = secret is None
+        secret = secret or generate_secret()
+        await store.put(identity, [
+            admin_value(identity),
+            HandleValue(ADMIN_INDEX, HS_SECKEY, sealer_for(store_path).seal(secret.encode()),
+                        permissions=SECRET_PERMS),
+        ])
+    print(f"Delegated {prefix}: the secondary serving it homes with")
+    print(f"  --home-auth {ADMIN_INDEX}:{identity}")
+    if generated:
+        print(f"  --home-secret {secret}   (shown once; it is stored hashed)")
+    return 0
+
+
 async def prefix_list(store_path: str) -> int:
     async with opened(store_path) as store:
         for prefix in await store.homed_prefixes():

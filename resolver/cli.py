@@ -6,6 +6,8 @@
     idnode register HANDLE (--value TYPE=DATA ... | --json FILE) --auth 300:P/ADMIN [--secret S]
     idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
     idnode prefix   add|list ...
+    idnode delegate PREFIX --store PATH [--secret S]   (top-level: register a secondary)
+    idnode simulate [--secondaries N] [--enterprises E] [--ids-per-enterprise K] [--seed S]
     idnode account add USERNAME --prefix 88.100.1 [--password P] | revoke USERNAME
     idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
     idnode bench    run|compare|worker|... (load tests: python -m bench.runner)
@@ -79,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+    r = p.add_argument_group("recursive role")
+    r.add_argument("--top-level", action="append", default=[], metavar="HOST:PORT",
+                   help="binary Handle endpoint of the top-level node (repeatable)")
+    r.add_argument("--upstream-timeout", type=float, default=_DEFAULTS.upstream_timeout,
+                   help="seconds to wait for an upstream server")
+    r.add_argument("--stale-window", type=float, default=_DEFAULTS.stale_window,
+                   help="seconds past expiry an answer may be served while its upstream is down")
+    h = p.add_argument_group("secondary role: homing at the top-level")
+    h.add_argument("--home-at", metavar="URL", help="the top-level's HTTP(S) base URL")
+    h.add_argument("--home-auth", metavar="300:0.NA/PREFIX",
+                   help="identity the top-level registered for this node (idnode delegate)")
+    h.add_argument("--home-secret", default=os.environ.get("IDNODE_HOME_SECRET"),
+                   help="its secret (or $IDNODE_HOME_SECRET)")
+    h.add_argument("--home-refresh", type=float, default=_DEFAULTS.home_refresh,
+                   help="seconds between re-writes of this node's site")
 
     p = sub.add_parser("resolve", help="resolve a handle (HTTP, or the binary Handle protocol)")
     p.add_argument("handle")
@@ -113,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--admin", help="index:handle administering the prefix")
     pl = psub.add_parser("list", help="list homed prefixes")
     pl.add_argument("--store", default=str(DEFAULT_STORE))
+
+    p = sub.add_parser("delegate", help="top-level: register the secondary serving a prefix")
+    p.add_argument("prefix", help="industry prefix, e.g. 88.118")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--secret", help="the secondary's secret (generated if omitted)")
+
+    p = sub.add_parser("simulate", help="run a whole hierarchy on loopback (top-level, "
+                                        "secondaries, recursive) with generated enterprises")
+    from resolver.simulate import add_arguments
+
+    add_arguments(p)
 
     p = sub.add_parser("account", help="SNMS application identities (token logins)")
     asub = p.add_subparsers(dest="account_command", required=True)
@@ -180,6 +208,17 @@ def _run(args: argparse.Namespace) -> int:
     command = args.command
     if command == "serve":
         from resolver.server import run
+        from resolver.upstream import parse_endpoint
+
+        if args.role == "recursive" and not args.top_level:
+            raise admin_tasks.CommandError("--role recursive needs --top-level HOST:PORT")
+        try:
+            for endpoint in args.top_level:
+                parse_endpoint(endpoint)
+        except ValueError as exc:
+            raise admin_tasks.CommandError(str(exc)) from None
+        if args.home_at and not (args.home_auth and args.home_secret):
+            raise admin_tasks.CommandError("--home-at needs --home-auth and --home-secret")
 
         run(
             NodeConfig(
@@ -191,10 +230,19 @@ def _run(args: argparse.Namespace) -> int:
                 tls_cert=args.tls_cert, tls_key=args.tls_key,
                 allow_insecure_auth=args.allow_insecure_auth,
                 server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
-                quotas=tuple(args.quota),
+                quotas=tuple(args.quota), top_level=tuple(args.top_level),
+                upstream_timeout=args.upstream_timeout, stale_window=args.stale_window,
+                home_at=args.home_at, home_auth=args.home_auth, home_secret=args.home_secret,
+                home_refresh=args.home_refresh,
             )
         )
         return 0
+    if command == "delegate":
+        return asyncio.run(admin_tasks.delegate(args.store, args.prefix, args.secret))
+    if command == "simulate":
+        from resolver.simulate import simulate
+
+        return simulate(args)
     if command == "init":
         return asyncio.run(
             admin_tasks.init(args.store, args.prefix, args.admin_secret, args.if_new)

@@ -36,6 +36,7 @@ from protocol.handle_wire import (
     IndexesBody,
     Message,
     OpCode,
+    ReferralBody,
     ResolutionRequest,
     SiteInfoReply,
     ValuesBody,
@@ -135,7 +136,8 @@ class HandleService:
         request = _body(msg, ResolutionRequest)
         entry = await self.node.resolve(self.node.parse(request.handle))
         if (
-            entry.values is not None
+            entry.rc == RC.SUCCESS
+            and entry.values is not None
             and not msg.op_flags & FLAG_PUBL
             and any(not v.public_read for v in filter_values(entry.values, request.indexes,
                                                              request.types))
@@ -163,6 +165,10 @@ class HandleService:
         request_id: int | None = None,
     ) -> bytes:
         request = _body(msg, ResolutionRequest)
+        if rc in (RC.SERVICE_REFERRAL, RC.PREFIX_REFERRAL):  # where to ask instead
+            return encode_reply(env, msg, rc, ReferralBody(request.handle, values or ()),
+                                now=now, request_id=request_id,
+                                session_id=None if request_id is None else 0)
         if values is None:
             raise NotResponsible(NOT_HOMED) if rc == RC.SERVER_NOT_RESP else HandleError("", rc)
         chosen = filter_values(values, request.indexes, request.types)
@@ -180,7 +186,7 @@ class HandleService:
         request = _body(msg, ResolutionRequest)
         handle = self.node.parse(request.handle)
         entry = await self.node.resolve(handle)
-        private = entry.values is not None and await may_read_private(
+        private = entry.rc == RC.SUCCESS and entry.values is not None and await may_read_private(
             identity, handle, entry.values, self.node.server_admins, self.node.record_of
         )
         return self._resolution_reply(env, msg, entry.values, entry.rc, now,
@@ -190,10 +196,9 @@ class HandleService:
 
     async def _admin_request(self, env: Envelope, msg: Message, now: int) -> bytes:
         handle = self.node.parse(_admin_body(msg).handle)
-        prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
         if msg.op_code == OpCode.CREATE_HANDLE:
             # Refused before any challenge, as the reference server does.
-            if not self.node.serves(prefix):
+            if not self.node.serves_handle(handle):
                 raise NotResponsible(NOT_HOMED)
             if await self.node.store.get(handle.key) is not None:
                 raise HandleAlreadyExists()
