@@ -192,6 +192,11 @@ class Node:
             self.cache.invalidate(key)
         await self.reload_homed()
 
+    async def unhome_prefix(self, prefix: str) -> None:
+        """Stop serving ``prefix`` here (its records stay in the store)."""
+        await self.store.unhome_prefix(parse_prefix(prefix))
+        await self.reload_homed()
+
     # -- metrics -----------------------------------------------------------
 
     def _recursive_metrics(self) -> dict[str, tuple[str, str, Callable[[], float]]]:

@@ -243,3 +243,49 @@ async def test_stale_window_is_bounded(tmp_path: Path) -> None:
         await asyncio.sleep(1.0)  # past expiry + stale window
         status, body, _ = await h.get(h.recursive, f"{INDUSTRY}/PART-1")
         assert (status, body["responseCode"]) == (500, RC.ERROR)
+
+
+# -- HOME_NA / UNHOME_NA / LIST_HOMED_NAS (opCodes 300-302) ------------------------
+
+
+async def test_binary_prefix_homing_by_server_admins(tmp_path: Path) -> None:
+    from test_handle_server import admin_exchange
+
+    from protocol.handle_wire import FLAG_RECU, HandleBody, HandleListBody, Message, OpCode
+    from resolver.auth import Identity
+
+    _, store = await _stores(tmp_path)
+    admin = Identity(300, f"{INDUSTRY}/ADMIN")
+    node = RunningNode(NodeConfig(store=str(store), port=0, handle_port=0,
+                                  server_admins=(admin.text,)))
+    await node.start()
+    try:
+        port = node.handle_port
+        assert port is not None
+        secret = ADMIN_SECRET.encode()
+
+        def request(op: OpCode, text: str) -> Message:
+            return Message(op, 0, FLAG_RECU, HandleBody(text))
+
+        listed = await admin_exchange(port, request(OpCode.LIST_HOMED_NAS, "/"), admin, secret)
+        assert listed.response_code == RC.SUCCESS
+        assert isinstance(listed.body, HandleListBody)
+        assert set(listed.body.handles) == {f"0.NA/{INDUSTRY}", f"0.NA/{ENTERPRISE}"}
+        # Not a prefix handle: RC 102 before any challenge.
+        bad = await admin_exchange(port, request(OpCode.HOME_NA, "88.118/x"), admin, secret)
+        assert bad.response_code == RC.INVALID_HANDLE
+        # The enterprise's admin authenticates but is no server admin.
+        other = Identity(300, f"{ENTERPRISE}/ADMIN")
+        refused = await admin_exchange(port, request(OpCode.HOME_NA, "0.NA/88.118.2"), other,
+                                       secret)
+        assert refused.response_code == RC.INSUFFICIENT_PERMISSIONS
+        assert not node.node.serves("88.118.2")
+        homed = await admin_exchange(port, request(OpCode.HOME_NA, "0.NA/88.118.2"), admin,
+                                     secret)
+        assert homed.response_code == RC.SUCCESS and node.node.serves("88.118.2")
+        gone = await admin_exchange(port, request(OpCode.UNHOME_NA, ENTERPRISE), admin, secret)
+        assert gone.response_code == RC.SUCCESS and not node.node.serves(ENTERPRISE)
+        reply = await resolve_udp("127.0.0.1", port, f"{ENTERPRISE}/BATCH-7")
+        assert reply.rc == RC.SERVER_NOT_RESP  # no longer served, never a stale record
+    finally:
+        await node.stop()
