@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from protocol.codes import RC
@@ -109,15 +109,19 @@ def resolution_packet(handle: str, request_id: int) -> bytes:
 
 class _SharedUdp(asyncio.DatagramProtocol):
     def __init__(self) -> None:
-        self.waiting: dict[int, asyncio.Future[bytes | None]] = {}
+        # request id -> (reply, the address it must come from)
+        self.waiting: dict[int, tuple[asyncio.Future[bytes], tuple[str, int]]] = {}
         self._reassembler = UdpReassembler()
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         if len(data) < 20:
             return
-        future = self.waiting.get(int.from_bytes(data[8:12], "big"))
-        if future is None or future.done():
+        waiting = self.waiting.get(int.from_bytes(data[8:12], "big"))
+        if waiting is None:
             return  # late or foreign
+        future, source = waiting
+        if future.done() or tuple(addr[:2]) != source:
+            return  # a reply from elsewhere must not poison the cache
         if data[2] & ENV_TRUNCATED:
             whole = self._reassembler.add(addr, data, time.monotonic())  # type: ignore[arg-type]
             if whole is None:
@@ -176,8 +180,8 @@ class HandleUpstream:
         if len(waiting) >= MAX_INFLIGHT:
             raise TimeoutError("too many upstream requests in flight")
         request_id = self._new_request_id(waiting)
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        waiting[request_id] = future
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        waiting[request_id] = (future, (endpoint.host, endpoint.port))
         packet = resolution_packet(handle, request_id)
         try:
             for _ in range(UDP_ATTEMPTS):
@@ -192,7 +196,7 @@ class HandleUpstream:
         raise TimeoutError("no UDP reply")
 
     @staticmethod
-    def _new_request_id(waiting: dict[int, asyncio.Future[bytes | None]]) -> int:
+    def _new_request_id(waiting: Container[int]) -> int:
         while True:
             request_id = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
             if request_id and request_id not in waiting:
