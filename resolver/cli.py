@@ -7,6 +7,7 @@
     idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
     idnode prefix   add|list ...
     idnode delegate PREFIX --store PATH [--secret S]   (top-level: register a secondary)
+    idnode unhome   --home-at URL --home-auth 300:0.NA/P [--home-secret S]  (secondary moved away)
     idnode simulate [--secondaries N] [--enterprises E] [--ids-per-enterprise K] [--seed S]
     idnode account add USERNAME --prefix 88.100.1 [--password P] | revoke USERNAME
     idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=str(DEFAULT_STORE))
     p.add_argument("--secret", help="the secondary's secret (generated if omitted)")
 
+    p = sub.add_parser("unhome", help="remove a secondary's site from the top-level's "
+                                      "0.NA/<prefix> record")
+    p.add_argument("--home-at", required=True, metavar="URL", help="the top-level's base URL")
+    p.add_argument("--home-auth", required=True, metavar="300:0.NA/PREFIX")
+    p.add_argument("--home-secret", default=os.environ.get("IDNODE_HOME_SECRET"),
+                   help="its secret (or $IDNODE_HOME_SECRET)")
+
     p = sub.add_parser("simulate", help="run a whole hierarchy on loopback (top-level, "
                                         "secondaries, recursive) with generated enterprises")
     from resolver.simulate import add_arguments
@@ -206,6 +214,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+async def _unhome(args: argparse.Namespace) -> int:
+    from protocol.errors import HandleError
+    from resolver.auth import Identity
+    from resolver.homing import Homing, HomingError
+
+    if not args.home_secret:
+        raise admin_tasks.CommandError("--home-secret (or $IDNODE_HOME_SECRET) is required")
+    try:
+        homing = Homing(args.home_at, Identity.parse(args.home_auth), args.home_secret)
+        await homing.unhome()
+    except (ValueError, HandleError, HomingError) as exc:
+        raise admin_tasks.CommandError(str(exc)) from None
+    print(f"{homing.prefix}: site removed from {homing.record_url}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     command = args.command
     if command == "serve":
@@ -242,6 +266,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if command == "delegate":
         return asyncio.run(admin_tasks.delegate(args.store, args.prefix, args.secret))
+    if command == "unhome":
+        return asyncio.run(_unhome(args))
     if command == "simulate":
         from resolver.simulate import simulate
 

@@ -289,3 +289,29 @@ async def test_binary_prefix_homing_by_server_admins(tmp_path: Path) -> None:
         assert reply.rc == RC.SERVER_NOT_RESP  # no longer served, never a stale record
     finally:
         await node.stop()
+
+
+async def test_unhoming_removes_the_site_and_resolution_stops(tmp_path: Path) -> None:
+    async with hierarchy(tmp_path) as h:
+        assert h.secondary.homing is not None
+        await h.secondary.homing.stop()  # no refresh puts it back
+        await h.secondary.homing.unhome()
+        status, body, _ = await h.get(h.top, f"0.NA/{INDUSTRY}")
+        assert status == 200 and set(_values(body)) == {"HS_ADMIN"}
+        status, body, _ = await h.get(h.top, f"0.NA/{ENTERPRISE}")
+        assert (status, body["responseCode"]) == (404, RC.HANDLE_NOT_FOUND)
+        # A recursive node that never cached the site finds no server for the prefix.
+        status, body, _ = await h.get(h.recursive, f"{INDUSTRY}/PART-1")
+        assert (status, body["responseCode"]) == (500, RC.ERROR)
+        assert "no site serves 88.118" in body["message"]
+
+
+def test_unhome_command_reports_an_unreachable_top_level(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from resolver.cli import main
+
+    code = main(["unhome", "--home-at", "http://127.0.0.1:9", "--home-auth",
+                 f"300:0.NA/{INDUSTRY}", "--home-secret", "s"])
+    assert code == 2 and "idnode:" in capsys.readouterr().err
+    assert main(["unhome", "--home-at", "http://127.0.0.1:9", "--home-auth", "300:88.118/ADMIN",
+                 "--home-secret", "s"]) == 2  # not a 0.NA identity
