@@ -61,6 +61,11 @@ def local_store_stage(store: Store, homed: set[str]) -> Stage:
             return await next(handle)
         values = await store.get(handle.key)
         if values is None:
+            if handle.prefix_key == PREFIX_NA:
+                # Homed without a record (``prefix add`` without --admin): the
+                # prefix exists, with no values (RC 200), so a resolver that
+                # was referred here knows this node serves it.
+                return RC.SUCCESS, ()
             return RC.HANDLE_NOT_FOUND, None
         return RC.SUCCESS, values
 

@@ -315,3 +315,20 @@ def test_unhome_command_reports_an_unreachable_top_level(capsys: pytest.CaptureF
     assert code == 2 and "idnode:" in capsys.readouterr().err
     assert main(["unhome", "--home-at", "http://127.0.0.1:9", "--home-auth", "300:88.118/ADMIN",
                  "--home-secret", "s"]) == 2  # not a 0.NA identity
+
+
+async def test_prefixes_homed_later_resolve_through_the_recursive_node(tmp_path: Path) -> None:
+    """The application workflow's hook: ``Node.home_prefix`` at the secondary, nothing at
+    the top-level (it refers 88.118.<n> to the secondary), with or without admin values."""
+    from resolver.admin_tasks import prefix_record
+
+    async with hierarchy(tmp_path) as h:
+        node = h.secondary.node
+        await node.home_prefix("88.118.7", prefix_record("88.118.7/ADMIN", 300))
+        await node.home_prefix("88.118.8", [])
+        for prefix in ("88.118.7", "88.118.8"):
+            await node.store.put(f"{prefix}/LOT-1", [HandleValue(1, "URL", b"https://lot")])
+            status, body, _ = await h.get(h.recursive, f"{prefix}/LOT-1")
+            assert status == 200, (prefix, body)
+        status, body, _ = await h.get(h.secondary, "0.NA/88.118.8")
+        assert (status, body["responseCode"]) == (200, RC.VALUES_NOT_FOUND)
