@@ -332,3 +332,16 @@ async def test_prefixes_homed_later_resolve_through_the_recursive_node(tmp_path:
             assert status == 200, (prefix, body)
         status, body, _ = await h.get(h.secondary, "0.NA/88.118.8")
         assert (status, body["responseCode"]) == (200, RC.VALUES_NOT_FOUND)
+
+
+@pytest.mark.parametrize("args", [
+    ["--role", "recursive"],  # no --top-level
+    ["--role", "recursive", "--top-level", "nowhere"],  # not HOST:PORT
+    ["--home-at", "http://127.0.0.1:9"],  # no --home-auth / --home-secret
+])
+def test_serve_refuses_incomplete_role_options(args: list[str], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from resolver.cli import main
+
+    assert main(["serve", "--store", str(tmp_path / "x.db"), *args]) == 2
+    assert capsys.readouterr().err.startswith("idnode: ")
