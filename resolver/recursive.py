@@ -7,8 +7,10 @@ answers RC 303 (prefix referral) with the parent's HS_SITE.PREFIX values;
 the node then asks ``0.NA/P`` at the referred site, as Handle.Net's resolver
 does, and takes its HS_SITE values, or, when that record has none, the
 referred site itself (an idnode secondary serves the enterprise prefixes it
-allocates). Then it asks a site of ``P`` for ``P/S``, following RC 302
-(service referral) the same way.
+allocates). A record naming a service handle (HS_SERV) instead has it
+resolved at the top-level for the HS_SITE values (only there: a service
+handle under the prefix it describes could never be found). Then it asks a
+site of ``P`` for ``P/S``, following RC 302 (service referral) the same way.
 
 Two caches: prefix → sites here (``prefix_cache``, TTLs of the HS_SITE
 values, with the decoded endpoints kept in the entry), records in the node's

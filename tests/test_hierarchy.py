@@ -222,6 +222,8 @@ async def test_recursive_serves_stale_while_the_secondary_is_down(tmp_path: Path
         assert reply.headers["Warning"].startswith("110")
         assert _values(body)["URL"]["data"]["value"] == "https://a.example/1"
         assert h.recursive.node.cache.stale_hits >= 1
+        stale = await resolve_udp("127.0.0.1", h.recursive.handle_port, f"{INDUSTRY}/PART-1")
+        assert stale.rc == RC.SUCCESS and stale.values[0].data == b"https://a.example/1"
         # Never seen before: nothing stale to give, so an error, not a record.
         status, body, _ = await h.get(h.recursive, f"{INDUSTRY}/never-seen")
         assert (status, body["responseCode"]) == (500, RC.ERROR)
@@ -345,3 +347,18 @@ def test_serve_refuses_incomplete_role_options(args: list[str], tmp_path: Path,
 
     assert main(["serve", "--store", str(tmp_path / "x.db"), *args]) == 2
     assert capsys.readouterr().err.startswith("idnode: ")
+
+
+async def test_hs_serv_names_a_service_handle_held_at_the_top_level(tmp_path: Path) -> None:
+    """``0.NA/77.1`` with HS_SERV → ``0.SERV/77`` (homed at the top-level) holding HS_SITE."""
+    async with hierarchy(tmp_path) as h:
+        top = h.top.node
+        await top.home_prefix("0.SERV", [])
+        site = next(v for v in await top.store.get(f"0.NA/{INDUSTRY}") or ()
+                    if v.type == HS_SITE)
+        await top.store.put("0.SERV/77", [HandleValue(1, HS_SITE, site.data)])
+        await top.store.put("0.NA/77.1", [HandleValue(1, "HS_SERV", b"0.SERV/77")])
+        await h.secondary.node.home_prefix("77.1", [])
+        await h.secondary.node.store.put("77.1/SERVED", [HandleValue(1, "URL", b"https://s")])
+        status, body, _ = await h.get(h.recursive, "77.1/SERVED")
+        assert status == 200 and _values(body)["URL"]["data"]["value"] == "https://s"
