@@ -36,6 +36,17 @@ class NodeConfig:
     sqlite_synchronous: str = "NORMAL"
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
+    # Secondary node: enterprise prefixes are allocated as <parent>.<n> on approval.
+    enterprise_parent: str | None = None
+    # Usage statistics sent upward (resolver.stats): the top-level node's base
+    # URL, the period, this node's identity there ("300:0.NA/88.118") and its
+    # secret, and where unacknowledged reports wait (default: beside the store).
+    stats_upstream: str | None = None
+    stats_interval: float = 60.0
+    stats_identity: str | None = None
+    stats_secret: str | None = None
+    stats_spool: str | None = None
+    stats_max_reports: int = 1440
 
     # Recursive role: the top-level's binary Handle endpoints ("host:port"),
     # how long to wait for an upstream, and how long past expiry an answer

@@ -140,6 +140,7 @@ class HandleService:
     ) -> bytes:
         request = _body(msg, ResolutionRequest)
         entry = await self.node.resolve(self.node.parse(request.handle))
+        self.node.usage.resolutions[entry.prefix] += 1
         if (
             entry.rc == RC.SUCCESS
             and entry.values is not None
@@ -191,6 +192,7 @@ class HandleService:
         request = _body(msg, ResolutionRequest)
         handle = self.node.parse(request.handle)
         entry = await self.node.resolve(handle)
+        self.node.usage.resolutions[entry.prefix] += 1
         private = entry.rc == RC.SUCCESS and entry.values is not None and await may_read_private(
             identity, handle, entry.values, self.node.server_admins, self.node.record_of
         )

@@ -119,6 +119,7 @@ class RestApi:
         if not public_only and identity is None:
             raise AuthenticationNeeded()
         entry = await self.node.resolve(handle)
+        self.node.usage.resolutions[entry.prefix] += 1
         if entry.rc in REFERRALS:  # where to ask instead, whatever was filtered for
             cached = cached_reply(self.node.cache, entry, text)
             return _render(cached.body, query, status=cached.status, stale=entry.stale)

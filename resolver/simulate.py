@@ -12,9 +12,10 @@ topology and credentials and waits for Ctrl-C, which stops every node.
 
 Identifiers form supply chains across enterprises and secondaries: raw
 materials (steel, petrochemicals) → parts (electronics) → products (food,
-apparel, equipment), linked by ``TRACE.FROM`` values (README, "Traceability
-data"). Everything, secrets included, follows from ``--seed``: the same seed
-gives the same identifiers, values and credentials.
+apparel, equipment), linked by ``TRACE.material`` and ``TRACE.component``
+values (README, "Traceability: idnode trace"). Everything, secrets included,
+follows from ``--seed``: the same seed gives the same identifiers, values and
+credentials.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ import aiohttp
 from resolver import admin_tasks
 
 READY_TIMEOUT = 30.0
+# The link from a record to what it was made of, by the source's tier
+# (README, "Traceability: idnode trace", for the format).
+TRACE_RELATION = {0: "TRACE.material", 1: "TRACE.component"}
 STOP_TIMEOUT = 10.0
 BATCH = 2000  # POST /api/handles takes at most this many records
 
@@ -299,8 +303,9 @@ class Simulation:
     # -- data --------------------------------------------------------------------
 
     def _generate(self) -> list[tuple[Enterprise, str, list[dict[str, Any]]]]:
-        """Records, raw materials first, so every TRACE.FROM names an earlier record."""
+        """Records, raw materials first, so every trace link names an earlier record."""
         pool: dict[str, list[str]] = {}  # industry name -> identifiers made so far
+        tier_of = {i.name: i.tier for i in INDUSTRIES}
         records = []
         start = datetime.date(2025, 1, 1)
         for tier in (0, 1, 2):
@@ -320,16 +325,15 @@ class Simulation:
                         _value(3, "batch", batch),
                         _value(4, "manufacturer", enterprise.name),
                         _value(5, "production_date", made.isoformat()),
-                        _value(6, "TRACE.KIND", industry.kind),
+                        _value(6, "kind", industry.kind),
                         _value(7, "industry", industry.name),
                     ]
-                    candidates = [h for src in industry.sources for h in pool.get(src, ())]
+                    candidates = [(h, tier_of[src]) for src in industry.sources
+                                  for h in pool.get(src, ())]
                     if candidates:
                         k = min(len(candidates), self.rng.randint(1, 3))
-                        for i, source in enumerate(self.rng.sample(candidates, k)):
-                            value = _value(20 + i, "TRACE.FROM", source)
-                            value["references"] = [{"handle": source, "index": 0}]
-                            values.append(value)
+                        for i, (source, source_tier) in enumerate(self.rng.sample(candidates, k)):
+                            values.append(_value(20 + i, TRACE_RELATION[source_tier], source))
                     records.append((enterprise, handle, values))
                     pool.setdefault(industry.name, []).append(handle)
         return records
@@ -363,8 +367,8 @@ class Simulation:
     @staticmethod
     def _example_chain(records: Sequence[tuple[Enterprise, str, list[dict[str, Any]]]]
                        ) -> list[str]:
-        """The longest TRACE.FROM chain in the data (product <- part <- raw material)."""
-        links = {handle: [v["data"]["value"] for v in values if v["type"] == "TRACE.FROM"]
+        """The longest trace chain in the data (product <- part <- raw material)."""
+        links = {handle: [v["data"]["value"] for v in values if v["type"].startswith("TRACE.")]
                  for _, handle, values in records}
         longest: dict[str, list[str]] = {}
         for _, handle, _ in records:  # sources come before the records made from them
@@ -407,7 +411,7 @@ class Simulation:
             async with session.get(f"{recursive.url}/api/handles/{handle}") as reply:
                 body = await reply.json()
             links = [v["data"]["value"] for v in body.get("values", [])
-                     if v["type"] == "TRACE.FROM"]
+                     if v["type"].startswith("TRACE.")]
             if reply.status != 200 or (source is not None and source not in links):
                 print(f"Check failed at {handle}: {reply.status} {body}", flush=True)
                 return 1

@@ -57,7 +57,7 @@ async def _stores(tmp_path: Path) -> tuple[Path, Path]:
             await store.put(f"{INDUSTRY}/PART-1", [HandleValue(1, "URL", b"https://a.example/1")])
             await store.put(f"{ENTERPRISE}/BATCH-7",
                             [HandleValue(1, "URL", b"https://b.example/7"),
-                             HandleValue(2, "HS_TRACE_FROM", f"{INDUSTRY}/PART-1".encode())])
+                             HandleValue(2, "TRACE.material", f"{INDUSTRY}/PART-1".encode())])
     return top, secondary
 
 
@@ -170,7 +170,7 @@ async def test_recursive_resolves_across_levels_and_caches(tmp_path: Path) -> No
         status, body, _ = await h.get(h.recursive, f"{ENTERPRISE}/batch-7")
         assert status == 200
         assert body["handle"] == f"{ENTERPRISE}/batch-7"
-        assert _values(body)["HS_TRACE_FROM"]["data"]["value"] == f"{INDUSTRY}/PART-1"
+        assert _values(body)["TRACE.material"]["data"]["value"] == f"{INDUSTRY}/PART-1"
         asked = upstream.requests
         hits = h.recursive.node.cache.hits
         status, _, _ = await h.get(h.recursive, f"{ENTERPRISE}/BATCH-7")

@@ -75,6 +75,21 @@ def test_simulate_serves_until_ctrl_c_then_stops_every_node(tmp_path: Path) -> N
         with urllib.request.urlopen(curl, timeout=10) as reply:
             body = json.load(reply)
         assert body["responseCode"] == 1 and curl.startswith(recursive)
+        # idnode trace walks the chain across secondaries through the recursive node.
+        root = curl.rsplit("/api/handles/", 1)[1]
+        traced = subprocess.run(
+            [sys.executable, "-m", "resolver.cli", "trace", root, "--server", recursive, "--json"],
+            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60,
+        )
+        assert traced.returncode == 0, traced.stdout + traced.stderr
+        tree = json.loads(traced.stdout)
+
+        def walk(node: dict) -> list[dict]:
+            return [node, *(n for child in node["children"] for n in walk(child))]
+
+        nodes = walk(tree)
+        assert len(nodes) >= 2 and {n["status"] for n in nodes} == {"ok"}
+        assert {n.get("relation") for n in nodes[1:]} <= {"material", "component"}
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
