@@ -362,3 +362,32 @@ async def test_hs_serv_names_a_service_handle_held_at_the_top_level(tmp_path: Pa
         await h.secondary.node.store.put("77.1/SERVED", [HandleValue(1, "URL", b"https://s")])
         status, body, _ = await h.get(h.recursive, "77.1/SERVED")
         assert status == 200 and _values(body)["URL"]["data"]["value"] == "https://s"
+
+
+async def test_a_secondary_may_write_its_values_but_not_its_admins(tmp_path: Path) -> None:
+    async with hierarchy(tmp_path) as h:
+        login = f"300%3A0.NA/{INDUSTRY}"
+        auth = {"Authorization": aiohttp.encode_basic_auth(login, DELEGATION_SECRET)}
+        url = h.url(h.top, f"0.NA/{INDUSTRY}")
+        admin = {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": {
+            "handle": "0.NA/88.999", "index": 300, "permissions": "111111111111"}}}
+        async with h.session.put(url, params={"index": "100"}, json={"values": [admin]},
+                                 headers=auth) as reply:
+            assert reply.status == 403, await reply.text()
+        note = {"index": 3, "type": "EMAIL", "data": "ops@secondary.example"}
+        async with h.session.put(url, params={"index": "3"}, json={"values": [note]},
+                                 headers=auth) as reply:
+            assert reply.status in (200, 201), await reply.text()
+
+
+async def test_delegate_after_reporter_add_keeps_one_identity(tmp_path: Path) -> None:
+    store = str(tmp_path / "top.db")
+    with contextlib.redirect_stdout(io.StringIO()):
+        await admin_tasks.reporter_add(store, INDUSTRY, "first")
+        await admin_tasks.delegate(store, INDUSTRY, "second")
+        with pytest.raises(admin_tasks.CommandError):
+            await admin_tasks.delegate(store, "not a prefix/", None)
+    async with admin_tasks.opened(store) as opened_store:
+        values = await opened_store.get(f"0.NA/{INDUSTRY}")
+    assert values is not None
+    assert sorted((v.index, v.type) for v in values) == [(100, "HS_ADMIN"), (300, "HS_SECKEY")]
