@@ -140,6 +140,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="first of the consecutive ports used (2 per node); 0 = any free ports")
     p.add_argument("--dir", help="where the stores and logs go (default: a temporary "
                                  "directory, removed at exit)")
+    p.add_argument("--stats-interval", type=float, default=10.0,
+                   help="seconds between the secondaries' statistics reports to the top-level")
     p.add_argument("--once", action="store_true",
                    help="set up, print, check one trace through the recursive node, and stop")
 
@@ -214,13 +216,17 @@ class Simulation:
         await self._wait_ready(top)
         secondaries = []
         for industry in self.industries:
+            identity = f"300:0.NA/{industry.prefix}"
+            secret = self.delegation_secrets[industry.prefix]
+            # One delegated identity homes the node and reports its statistics.
             node = self._node(
                 "secondary", f"secondary-{industry.name}",
-                "--home-at", top.url, "--home-auth", f"300:0.NA/{industry.prefix}",
-                "--home-secret", self.delegation_secrets[industry.prefix],
+                "--home-at", top.url, "--home-auth", identity, "--home-secret", secret,
+                "--stats-upstream", top.url, "--stats-identity", identity,
+                "--stats-interval", str(self.args.stats_interval),
             )
             secondaries.append((industry, node))
-            self._start(node)
+            self._start(node, {"IDNODE_STATS_SECRET": secret})
         recursive = self._node("recursive", "recursive", "--top-level",
                                f"127.0.0.1:{top.handle_port}")
         self._start(recursive)
@@ -263,13 +269,14 @@ class Simulation:
                     await admin_tasks.init(store, enterprise.prefix, enterprise.secret, False)
                     self.enterprises.append(enterprise)
 
-    def _start(self, node: NodeProcess) -> None:
+    def _start(self, node: NodeProcess, extra_env: dict[str, str] | None = None) -> None:
         command = [sys.executable, "-m", "resolver.cli", "serve", "--store", str(node.store),
                    "--role", node.role, "--port", str(node.port),
                    "--handle-port", str(node.handle_port), *node.extra]
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        env.update(extra_env or {})
         with open(node.log, "ab") as log:
             # Own process group: Ctrl-C reaches the simulator, which stops the nodes in order.
             node.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -391,7 +398,7 @@ class Simulation:
         out += ["", "Credentials (HTTP Basic, user index:handle):"]
         for industry, _ in secondaries:
             out.append(f"  top-level   300:0.NA/{industry.prefix}  "
-                       f"{self.delegation_secrets[industry.prefix]}  (homing)")
+                       f"{self.delegation_secrets[industry.prefix]}  (homing, statistics)")
             out.append(f"  {industry.name:<11} 300:{industry.prefix}/ADMIN  "
                        f"{self.industry_secrets[industry.prefix]}")
         for e in self.enterprises:
@@ -399,6 +406,9 @@ class Simulation:
         out += ["", f"Registered {count} identifiers in {took:.1f} s. A trace "
                     f"({' <- '.join(example)}):"]
         out.append(f"  curl {recursive.url}/api/handles/{example[0]}")
+        out.append(f"  idnode trace {example[0]} --server {recursive.url}")
+        out.append(f"Usage statistics (every {self.args.stats_interval:g} s): "
+                   f"curl {top.url}/api/stats")
         out.append(f"Logs: {self.workdir}/*.log.")
         if not self.args.once:
             out.append("Ready; Ctrl-C stops every node.")

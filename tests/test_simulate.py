@@ -54,7 +54,7 @@ def test_simulate_once_builds_cross_industry_traces(tmp_path: Path) -> None:
 def test_simulate_serves_until_ctrl_c_then_stops_every_node(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         _simulate("--secondaries", "2", "--enterprises", "1", "--ids-per-enterprise", "2",
-                  "--dir", str(tmp_path)),
+                  "--dir", str(tmp_path), "--stats-interval", "1"),
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -90,6 +90,16 @@ def test_simulate_serves_until_ctrl_c_then_stops_every_node(tmp_path: Path) -> N
         nodes = walk(tree)
         assert len(nodes) >= 2 and {n["status"] for n in nodes} == {"ok"}
         assert {n.get("relation") for n in nodes[1:]} <= {"material", "component"}
+        # Statistics flow upward: both secondaries report their registrations.
+        top = next(line.split()[1] for line in lines if line.startswith("  top-level   http"))
+        reporting: set[str] = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(reporting) < 2:
+            with urllib.request.urlopen(f"{top}/api/stats", timeout=5) as reply:
+                totals = json.load(reply)["totals"]
+            reporting = {t["node"] for t in totals if t["registrations"] > 0}
+            time.sleep(0.5)
+        assert len(reporting) == 2, totals
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
