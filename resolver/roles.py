@@ -28,8 +28,9 @@ Lookup = Callable[[Handle], Awaitable[Resolution]]
 Stage = Callable[[Handle, Lookup], Awaitable[Resolution]]
 
 ROLES = ("secondary", "top-level", "recursive")
-# The value types of a parent prefix record that refer derived prefixes elsewhere.
-PREFIX_REFERRAL_TYPES = frozenset({HS_SITE_PREFIX, "HS_SERV.PREFIX"})
+# The value type of a parent prefix record that refers derived prefixes elsewhere
+# (HS_SERV.PREFIX, a service handle for them, is not supported).
+PREFIX_REFERRAL_TYPES = frozenset({HS_SITE_PREFIX})
 
 
 def build_chain(stages: Sequence[Stage], last: Lookup) -> Lookup:
