@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import orjson
 
-from protocol.values import HandleValue
+from protocol.values import DEFAULT_TTL, HandleValue
 
 
 class Status(IntEnum):
@@ -207,10 +207,16 @@ class IdentityRecord:
     template_version: str
     values: tuple[SnmsValue, ...]
 
-    def to_handle_values(self) -> list[HandleValue]:
+    def to_handle_values(self, timestamp: int = 0) -> list[HandleValue]:
         """The stored record: the TEMPLATE value at 1001, then the values as given."""
-        template = HandleValue(TEMPLATE_INDEX, TEMPLATE_TYPE, self.template_version.encode())
-        return [template] + [HandleValue(v.index, v.type, v.value.encode()) for v in self.values]
+        template = HandleValue(
+            TEMPLATE_INDEX, TEMPLATE_TYPE, self.template_version.encode(), DEFAULT_TTL, False,
+            timestamp,
+        )
+        return [template] + [
+            HandleValue(v.index, v.type, v.value.encode(), DEFAULT_TTL, False, timestamp)
+            for v in self.values
+        ]
 
 
 _RECORD_FIELDS: Final = frozenset({"handle", "templateVersion", "value"})

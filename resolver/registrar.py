@@ -72,6 +72,11 @@ class Registrar:
         # SNMS accounts' writes were checked by the SNMS API already.
         self._check_template = check_template
 
+    def timestamp(self) -> int:
+        """The time writes made now are stamped with. Values decoded with it already
+        are stored as they are (the API layers decode batches so): no rebuild."""
+        return int(self._clock())
+
     # -- operations --------------------------------------------------------
 
     async def put_record(
@@ -351,6 +356,9 @@ class Registrar:
         now = int(self._clock())
         prepared = []
         for v in values:
+            if v.timestamp == now and v.type != HS_SECKEY:
+                prepared.append(v)  # stamped already (immutable: shared as is)
+                continue
             if v.type == HS_SECKEY:
                 # Never public, and never stored as given.
                 v = dataclasses.replace(

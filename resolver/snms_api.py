@@ -252,6 +252,7 @@ class SnmsApi:
         ready: list[tuple[Handle, Sequence[HandleValue]]] = []
         positions: list[int] = []
         cache: dict[tuple[str, str], Template | None] = {}
+        stamp = self.node.registrar.timestamp()
         for i, raw in enumerate(raw_items):
             try:
                 record = snms.parse_record(raw)
@@ -263,7 +264,7 @@ class SnmsApi:
             except HandleError as exc:
                 messages[i] = snms_error(exc).message
                 continue
-            ready.append((handle, record.to_handle_values()))
+            ready.append((handle, record.to_handle_values(stamp)))
             positions.append(i)
         if ready:
             results = await self.node.registrar.put_many(account, ready, mode=mode)
