@@ -42,7 +42,10 @@ from resolver.authz import (
 from resolver.cache import ResolutionCache
 from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
 
-# (handle, values) -> raises HandleError unless they fit their metadata template
+TEMPLATE_INDEX = 1001  # a value here names the record's metadata template (SNMS)
+
+# (handle, values) -> raises HandleError unless they fit their metadata template;
+# called only for records with a value at TEMPLATE_INDEX
 TemplateCheck = Callable[[Handle, Sequence[HandleValue]], Awaitable[None]]
 
 
@@ -197,14 +200,26 @@ class Registrar:
         prepared: list[list[HandleValue]] = []
         for first in {h.prefix.upper(): h for h, _ in items}.values():
             self._charge(identity, first)  # one request per prefix; over quota: nothing written
+        # Decided once per batch, not per item: the stamp, and whether records
+        # naming a template (index 1001) are checked here.
+        now = int(self._clock())
+        check_template = (
+            None if isinstance(identity, PrefixAccount) else self._check_template
+        )
         for i, (handle, values) in enumerate(items):
             try:
-                self._check_served(handle)
                 prefix = handle.prefix.upper()
                 if prefix not in decided:
+                    self._check_served(handle)
                     decided[prefix] = await self._denial(identity, handle, AdminPerm.ADD_HANDLE)
-                ready = self._prepare(values)
-                await self._templated(identity, handle, ready)
+                elif handle.is_prefix_handle:
+                    self._check_served(handle)  # 0.NA/<p> is served if <p> is
+                # else: served, as the first item of its prefix was
+                ready = self._prepare(values, now)
+                if check_template is not None and any(
+                    v.index == TEMPLATE_INDEX for v in ready
+                ):
+                    await check_template(handle, ready)
                 prepared.append(ready)
             except HandleError as exc:
                 results[i] = exc
@@ -350,10 +365,12 @@ class Registrar:
             raise HandleNotFound()
         return old
 
-    def _prepare(self, values: Sequence[HandleValue]) -> list[HandleValue]:
-        """Validate, stamp with the server's time, and hash secrets before they are stored."""
+    def _prepare(self, values: Sequence[HandleValue], now: int | None = None) -> list[HandleValue]:
+        """Validate, stamp with the server's time (``now`` or the clock's), and hash
+        secrets before they are stored."""
         check_record(values)
-        now = int(self._clock())
+        if now is None:
+            now = int(self._clock())
         prepared = []
         for v in values:
             if v.timestamp == now and v.type != HS_SECKEY:

@@ -56,3 +56,23 @@ async def test_ndjson_and_limits(live_node: LiveNode):
     assert status == 400
     status, _ = await post(n, orjson.dumps([]), auth=False)
     assert status == 401
+
+
+async def test_unserved_prefixes_fail_item_by_item(live_node: LiveNode):
+    """Served-ness and authorisation are decided once per prefix; every item still gets its answer."""
+    n = live_node
+    items = [
+        {"handle": f"{PREFIX}/U1", "values": [URL]},
+        {"handle": "99.999/U2", "values": [URL]},
+        {"handle": "99.999/U3", "values": [URL]},
+        {"handle": f"{PREFIX.lower()}/U4", "values": [URL]},
+        {"handle": f"{OTHER_PREFIX}/U5", "values": [URL]},
+        {"handle": f"{OTHER_PREFIX}/U6", "values": [URL]},
+    ]
+    status, body = await post(n, orjson.dumps(items))
+    assert status == 200
+    codes = [r["responseCode"] for r in body["results"]]
+    assert codes[0] == 1 and codes[3] == 1
+    assert codes[1] == codes[2] != 1 and codes[4] == codes[5] == 400
+    for handle in ("99.999/U2", "99.999/U3", f"{OTHER_PREFIX}/U5", f"{OTHER_PREFIX}/U6"):
+        assert (await n.session.get(n.handle_url(handle))).status != 200
