@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntFlag
 
-from protocol.errors import InvalidValue, MalformedMessage
+from protocol.codes import RC
+from protocol.errors import HandleError, InvalidValue, MalformedMessage
 from protocol.wire import WireReader, WireWriter
 
 # Well-known types.
@@ -138,9 +139,6 @@ def check_value(value: HandleValue) -> None:
 
 def check_record(values: Sequence[HandleValue]) -> None:
     """Every value valid and indexes unique (rc 201 for a duplicate, as Handle.Net)."""
-    from protocol.codes import RC
-    from protocol.errors import HandleError
-
     seen: set[int] = set()
     for value in values:
         check_value(value)

@@ -59,7 +59,7 @@ async def test_ndjson_and_limits(live_node: LiveNode):
 
 
 async def test_unserved_prefixes_fail_item_by_item(live_node: LiveNode):
-    """Served-ness and authorisation are decided once per prefix; every item still gets its answer."""
+    """Served-ness and authorisation are decided once per prefix; each item gets its answer."""
     n = live_node
     items = [
         {"handle": f"{PREFIX}/U1", "values": [URL]},
