@@ -537,12 +537,14 @@ def _common_value(obj: Any, stamp: int) -> HandleValue | None:
     except UnicodeEncodeError:
         return None  # an unpaired surrogate: the general path says so
     ttl = obj.get("ttl")
+    perms = obj.get("permissions")
+    if len(obj) > 3 + (ttl is not None) + (perms is not None) and (
+        obj.get("timestamp") is not None or obj.get("references") is not None
+    ):
+        return None  # more keys than those read: maybe a timestamp or references
     if ttl is None:
         ttl = DEFAULT_TTL
     elif type(ttl) is not int or not _I32_MIN <= ttl <= _I32_MAX:
-        return None
-    perms = obj.get("permissions")
-    if obj.get("timestamp") is not None or obj.get("references") is not None:
         return None
     return HandleValue(
         index, type_, data, ttl, False, stamp,

@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson
@@ -221,14 +222,20 @@ class IdentityRecord:
 
     def to_handle_values(self, timestamp: int = 0) -> list[HandleValue]:
         """The stored record: the TEMPLATE value at 1001, then the values as given."""
-        template = HandleValue(
-            TEMPLATE_INDEX, TEMPLATE_TYPE, self.template_version.encode(), DEFAULT_TTL, False,
-            timestamp,
-        )
-        return [template] + [
-            HandleValue(v.index, v.type, v.value.encode(), DEFAULT_TTL, False, timestamp)
-            for v in self.values
-        ]
+        values = [_template_value(self.template_version, timestamp)]
+        for v in self.values:
+            values.append(
+                HandleValue(v.index, v.type, v.value.encode(), DEFAULT_TTL, False, timestamp)
+            )
+        return values
+
+
+@lru_cache(maxsize=64)
+def _template_value(version: str, timestamp: int) -> HandleValue:
+    # Values are immutable: a batch's records share this one.
+    return HandleValue(
+        TEMPLATE_INDEX, TEMPLATE_TYPE, version.encode(), DEFAULT_TTL, False, timestamp
+    )
 
 
 _RECORD_FIELDS: Final = frozenset({"handle", "templateVersion", "value"})
@@ -270,8 +277,12 @@ def parse_value(obj: Any) -> SnmsValue:
 
 def parse_record(obj: Any) -> IdentityRecord:
     body = expect_object(obj, "body", _RECORD_FIELDS)
-    handle = string_field(body, "handle", MAX_HANDLE)
-    version = string_field(body, "templateVersion", MAX_TEMPLATE_VERSION)
+    handle = body.get("handle")
+    if type(handle) is not str or not 0 < len(handle) <= MAX_HANDLE:
+        handle = string_field(body, "handle", MAX_HANDLE)
+    version = body.get("templateVersion")
+    if type(version) is not str or not 0 < len(version) <= MAX_TEMPLATE_VERSION:
+        version = string_field(body, "templateVersion", MAX_TEMPLATE_VERSION)
     raw_values = body.get("value")
     if raw_values is None:
         raise BusinessError(MSG_MISSING_PARAM.format("value"))
