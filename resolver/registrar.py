@@ -229,10 +229,22 @@ class Registrar:
         writes: list[int] = []
         put_items: list[PutItem] = []
         may_be_new: list[Handle] = []
+        create_first: set[int] = set()
         for i in pending:
             handle = items[i][0]
             values = prepared[i]
             denial = decided[handle.prefix.upper()]
+            if mode == "put" and denial is None and self._quotas is None:
+                # May add handles here: try the create, which needs no read (new
+                # handles are the common case); one that exists is read and
+                # replaced in a second round, as the record's admins allow.
+                # (With quotas, a create reserves an identifier: read first, so
+                # replacements are not counted against the limit.)
+                create_first.add(i)
+                writes.append(i)
+                put_items.append(PutItem(handle.key, values, overwrite=False))
+                may_be_new.append(handle)
+                continue
             old = None
             try:
                 if mode != "create":
@@ -252,29 +264,72 @@ class Registrar:
             put_items.append(PutItem(handle.key, values, overwrite=mode != "create"))
             if old is None:
                 may_be_new.append(handle)
-        if put_items:
-            # Refuses the whole batch (nothing written) if it could pass a quota.
-            reserved = await self._reserve(may_be_new)
+        if not put_items:
+            return self._finished(results)
+        existing: list[int] = []
+        for i, result in zip(writes, await self._write(put_items, may_be_new), strict=True):
+            if isinstance(result, HandleAlreadyExists):
+                if i in create_first:
+                    existing.append(i)
+                    continue
+                result = HandleAlreadyExists()  # the reference's bare 101
+            results[i] = result
+        if existing:
+            await self._replace_existing(identity, items, prepared, existing, results)
+        return self._finished(results)
+
+    async def _replace_existing(
+        self,
+        identity: Principal,
+        items: Sequence[tuple[Handle, Sequence[HandleValue]]],
+        prepared: list[list[HandleValue]],
+        existing: list[int],
+        results: list[PutResult | None],
+    ) -> None:
+        """put_many's second round: replace the records its creates found taken."""
+        writes: list[int] = []
+        put_items: list[PutItem] = []
+        for i in existing:
+            handle, values = items[i][0], prepared[i]
             try:
-                written = await self._store.put_many(put_items)
-            except BaseException:
-                self._release(reserved)
-                raise
-            finally:
-                for item in put_items:
-                    self._cache.invalidate(item.key)
-            if any(reserved):
-                made = {
-                    item.key for item, r in zip(put_items, written, strict=True) if r is True
-                }
-                self._release([
-                    name for h, name in zip(may_be_new, reserved, strict=True)
-                    if h.key not in made
-                ])
-            for i, result in zip(writes, written, strict=True):
-                if isinstance(result, HandleAlreadyExists):
-                    result = HandleAlreadyExists()  # the reference's bare 101
+                old = await self._store.get(handle.key)
+                if old is None:  # deleted since: not reserved against a quota, so no retry
+                    raise HandleError(
+                        "The handle changed too often to write it; try again", RC.ERROR
+                    )
+                if not isinstance(identity, PrefixAccount):
+                    needed = perms_for_change(old, values, replace=True)
+                    await self._require(identity, handle, needed, old)
+            except HandleError as exc:
+                results[i] = exc
+                continue
+            writes.append(i)
+            put_items.append(PutItem(handle.key, values, overwrite=True))
+        if put_items:
+            for i, result in zip(writes, await self._write(put_items, []), strict=True):
                 results[i] = result
+
+    async def _write(self, put_items: list[PutItem], may_be_new: list[Handle]) -> list[PutResult]:
+        """Store the items, drop their keys from the cache, settle quota reservations."""
+        # Refuses the whole batch (nothing written) if it could pass a quota.
+        reserved = await self._reserve(may_be_new)
+        try:
+            written = await self._store.put_many(put_items)
+        except BaseException:
+            self._release(reserved)
+            raise
+        finally:
+            for item in put_items:
+                self._cache.invalidate(item.key)
+        if any(reserved):
+            made = {item.key for item, r in zip(put_items, written, strict=True) if r is True}
+            self._release([
+                name for h, name in zip(may_be_new, reserved, strict=True) if h.key not in made
+            ])
+        return written
+
+    @staticmethod
+    def _finished(results: list[PutResult | None]) -> list[PutResult]:
         return [r if r is not None else HandleError("not written", RC.ERROR) for r in results]
 
     async def delete_many(
