@@ -141,7 +141,13 @@ def check_record(values: Sequence[HandleValue]) -> None:
     """Every value valid and indexes unique (rc 201 for a duplicate, as Handle.Net)."""
     seen: set[int] = set()
     for value in values:
-        check_value(value)
+        if not (
+            0 < value.index <= MAX_INDEX
+            and value.type
+            and 0 <= value.permissions <= 0x0F
+            and -(2**31) <= value.ttl < 2**32
+        ):  # check_value's conditions inline (batches check thousands); it says which
+            check_value(value)
         if value.index in seen:
             raise HandleError(f"Index conflict for {value.index}", RC.VALUE_ALREADY_EXISTS)
         seen.add(value.index)
