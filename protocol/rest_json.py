@@ -485,6 +485,9 @@ def _time_value(v: Any, what: str) -> int:
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 
 
+_PLAIN_ADMIN_KEYS = frozenset({"handle", "index", "permissions"})
+
+
 @lru_cache(maxsize=256)
 def _admin_data(handle: str, index: int, permissions: str | None) -> bytes:
     # A batch's records nearly always share their HS_ADMIN value: decode and
@@ -524,7 +527,7 @@ def _common_value(obj: Any, stamp: int) -> HandleValue | None:
                     or type(admin_index) is not int
                     or not _I32_MIN <= admin_index <= _I32_MAX
                     or not (perms is None or type(perms) is str)
-                    or len(value) > 3
+                    or not value.keys() <= _PLAIN_ADMIN_KEYS  # e.g. legacyByteLength
                 ):
                     return None
                 data = _admin_data(handle, admin_index, perms)
