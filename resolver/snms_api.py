@@ -125,7 +125,11 @@ class SnmsApi:
         route = _ROUTES.get((method, path))
         if route is None:
             message = f"Not found: {method} {path}"
-            return reply(snms.envelope(snms.Status.BUSINESS, message), 404)
+            allowed = _ALLOWED.get(path)
+            if allowed is None:
+                return reply(snms.envelope(snms.Status.BUSINESS, message), 404)
+            body = snms.envelope(snms.Status.BUSINESS, f"Method {method} not allowed")
+            return web.Response(body=body, status=405, headers={**JSON_HEADERS, "Allow": allowed})
         try:
             return reply(snms.success(await route(self, request)))
         except SnmsError as exc:
@@ -445,3 +449,11 @@ _ROUTES: dict[tuple[str, str], Route] = {
     ("PUT", "/snms/api/v5/template"): SnmsApi.template_update,
     ("DELETE", "/snms/api/v5/template"): SnmsApi.template_delete,
 }
+_ALLOWED = {
+    path: ", ".join(sorted(m for m, p in _ROUTES if p == path)) for _, path in _ROUTES
+}
+
+
+def snms_routes() -> list[tuple[str, str]]:
+    """(METHOD, path) of every SNMS route, for the OpenAPI drift check."""
+    return list(_ROUTES)
