@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+    p.add_argument("--max-inflight", type=int, default=_DEFAULTS.max_inflight,
+                   help="HTTP requests in handlers at once; more get 503 RC 3 at once")
+    p.add_argument("--shed-lag", type=float, default=_DEFAULTS.shed_lag,
+                   help="refuse new requests (503 RC 3) while the event loop runs this many "
+                        "seconds late; 0 = off")
+    p.add_argument("--max-body", type=_size, default=_DEFAULTS.max_body,
+                   help="request body bytes (batches: 32M); more get 413")
+    p.add_argument("--write-queue", type=int, default=_DEFAULTS.write_queue,
+                   help="queued store writes; past it writes fail at once with RC 3 / 503")
 
     p = sub.add_parser("resolve", help="resolve a handle (HTTP, or the binary Handle protocol)")
     p.add_argument("handle")
@@ -191,7 +200,8 @@ def _run(args: argparse.Namespace) -> int:
                 tls_cert=args.tls_cert, tls_key=args.tls_key,
                 allow_insecure_auth=args.allow_insecure_auth,
                 server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
-                quotas=tuple(args.quota),
+                quotas=tuple(args.quota), max_inflight=args.max_inflight,
+                shed_lag=args.shed_lag, max_body=args.max_body, write_queue=args.write_queue,
             )
         )
         return 0

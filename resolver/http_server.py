@@ -21,6 +21,7 @@ from protocol import rest_json
 from protocol.codes import RC
 from protocol.errors import HandleError, HandleNotFound, InvalidHandle, NotResponsible
 from resolver import openapi
+from resolver.admission import BUSY_BODY
 from resolver.fast_reply import eligible
 from resolver.http_common import JSON_HEADERS, error_response, json_bytes
 from resolver.metrics import RouteLatency
@@ -47,6 +48,8 @@ class HttpFrontend:
         self._proxy_stats = metrics.route("http", "proxy")
         self._other_stats = metrics.route("http", "other")
         self._snms_stats = metrics.route("http", "snms")
+        self._shed_stats = metrics.route("http", "shed")
+        self._admission = node.admission
         self._tls = node.config.tls
         # Pre-built replies skip aiohttp's response object, and so its access log.
         self._raw_replies = not node.config.access_log
@@ -72,7 +75,15 @@ class HttpFrontend:
                 if self._raw_replies and eligible(request):
                     return reply  # type: ignore[return-value]  # duck-typed, see fast_reply
                 return web.Response(body=reply.body, status=reply.status, headers=JSON_HEADERS)
-        stats, response = await self._dispatch(request, path, method)
+        admission = self._admission
+        if path not in _NEVER_SHED and admission.refuse():
+            self._shed_stats.observe(503, time.perf_counter() - start)
+            return web.Response(body=BUSY_BODY, status=503, headers=_BUSY_HEADERS)
+        admission.inflight += 1
+        try:
+            stats, response = await self._dispatch(request, path, method)
+        finally:
+            admission.inflight -= 1
         stats.observe(response.status, time.perf_counter() - start)
         return response
 
@@ -185,6 +196,8 @@ class HttpFrontend:
 
 
 _READS = frozenset({"GET", "HEAD"})
+_NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})  # watching an overload must work
+_BUSY_HEADERS = {**JSON_HEADERS, "Retry-After": "1"}
 RestRoute = Callable[[RestApi, web.BaseRequest, str], Awaitable[web.StreamResponse]]
 
 

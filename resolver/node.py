@@ -19,6 +19,7 @@ from protocol.values import HandleValue
 from registry.credentials import SecretSealer, load_master_key
 from registry.sqlite_store import SQLiteStore
 from registry.store import Store
+from resolver.admission import Admission
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
 from resolver.config import NodeConfig
@@ -38,7 +39,12 @@ def open_store(config: NodeConfig) -> Store:
     """The backend named by ``--store``: a file path means the embedded SQLite store."""
     if "://" in config.store:
         raise ValueError(f"Unsupported store URL {config.store!r}: give a file path")
-    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous)
+    return SQLiteStore(
+        config.store,
+        synchronous=config.sqlite_synchronous,
+        max_pending=config.write_queue,
+        busy_when_full=True,  # a node sheds writes past the bound (RC 3); tools wait
+    )
 
 
 class Node:
@@ -78,15 +84,18 @@ class Node:
         self.store_latency = store_latency(self.registry)
         self._register_metrics()
         self._refresher: asyncio.Task[None] | None = None
+        self.admission = Admission(config.max_inflight, config.shed_lag)
 
     async def start(self) -> None:
         await self.store.open()
         await self.reload_homed()
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
+        self.admission.start()
 
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        await self.admission.stop()
         await self.store.close()
 
     # -- resolution --------------------------------------------------------

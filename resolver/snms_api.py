@@ -52,6 +52,7 @@ _TZ_CHINA = datetime.timezone(datetime.timedelta(hours=8))
 
 
 MSG_TOO_LARGE = "请求体过大（最多32MB）"
+MSG_BUSY = "系统繁忙，请稍后重试"  # the docs' own words for "system busy"
 
 
 async def read_body(request: web.BaseRequest) -> bytes:
@@ -100,6 +101,8 @@ def snms_error(exc: HandleError) -> SnmsError:
         return NoPermission(exc.message or "没有权限")
     if rc == RC.SERVER_NOT_RESP:
         return BusinessError(snms.MSG_NOT_SERVED.format(exc.message or ""))
+    if rc == RC.SERVER_TOO_BUSY:
+        return BusinessError(MSG_BUSY)
     if isinstance(exc, StoreError):
         log.warning("SNMS write failed: %s", exc.message)
         return snms.InternalError()
