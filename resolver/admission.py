@@ -6,11 +6,13 @@ Two signals, both O(1) to read per request:
   password check, an upstream...). Past ``max_inflight`` a new one is refused
   instead of joining a queue whose wait nobody bounds.
 - event-loop lag: reads are answered inline on the loop (registry/sqlite_store),
-  so a CPU-bound overload shows as callbacks running late, not as requests
-  waiting on something. A timer measures how late it fires; once it is late by
-  more than ``max_lag`` twice in a row (one late wake-up is a GC pause or a
-  stolen time slice, not an overload) new requests are refused, which sheds
-  the work that made the loop late; the first wake-up on time resumes admission.
+  so a CPU-bound overload shows as a loop that cannot get round to its timers,
+  not as requests waiting on something. A timer stamps the time every few ms;
+  a request that starts more than ``max_lag`` after the last stamp is being
+  handled that late (the loop is deep in a backlog) and is refused, which
+  drops the backlog's work until the loop is back on time. The check is one
+  clock read; it needs no history, so a lone stall (a GC pause, a stolen time
+  slice) refuses only the requests caught behind it.
 
 Refusing costs a pre-built reply, a small fraction of a store lookup, so the
 node keeps answering (fast 503s) at twice its capacity instead of letting
@@ -21,7 +23,7 @@ never refused: they are cheaper than the refusal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import math
 import time
 from typing import Final
 
@@ -33,9 +35,8 @@ SAMPLE_SECONDS: Final = 0.005  # lag sampling period; ~200 wake-ups/s cost nothi
 
 
 class Admission:
-    __slots__ = ("_clock", "_task", "inflight", "lagging", "max_inflight", "max_lag", "shed")
-
-    LATE_SAMPLES = 2  # consecutive late wake-ups that mean overload
+    __slots__ = ("_clock", "_handle", "_stale_after", "inflight", "max_inflight", "max_lag",
+                 "shed")
 
     def __init__(self, max_inflight: int, max_lag: float) -> None:
         if max_inflight < 1:
@@ -43,33 +44,33 @@ class Admission:
         self.max_inflight = max_inflight
         self.max_lag = max_lag  # seconds; 0 turns lag shedding off
         self.inflight = 0
-        self.lagging = False
         self.shed = 0  # requests refused so far (metrics)
-        self._task: asyncio.Task[None] | None = None
         self._clock = time.perf_counter
+        self._stale_after = math.inf  # refuse requests starting after this (no timer: never)
+        self._handle: asyncio.TimerHandle | None = None
 
     def refuse(self) -> bool:
         """Whether a new request must be refused now; counts it if so."""
-        if self.lagging or self.inflight >= self.max_inflight:
+        if self.inflight >= self.max_inflight or self._clock() > self._stale_after:
             self.shed += 1
             return True
         return False
 
+    @property
+    def lagging(self) -> bool:
+        return self._clock() > self._stale_after
+
     def start(self) -> None:
-        if self.max_lag > 0 and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._watch_lag())
+        if self.max_lag > 0 and self._handle is None:
+            self._tick()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._stale_after = math.inf
 
-    async def _watch_lag(self) -> None:
-        clock, max_lag, late = self._clock, self.max_lag, 0
-        while True:
-            due = clock() + SAMPLE_SECONDS
-            await asyncio.sleep(SAMPLE_SECONDS)
-            late = late + 1 if clock() - due > max_lag else 0
-            self.lagging = late >= self.LATE_SAMPLES
+    def _tick(self) -> None:
+        # A plain callback, not a task: it runs in the loop pass where it is due.
+        self._stale_after = self._clock() + self.max_lag
+        self._handle = asyncio.get_running_loop().call_later(SAMPLE_SECONDS, self._tick)

@@ -95,7 +95,7 @@ class Node:
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
-        await self.admission.stop()
+        self.admission.stop()
         await self.store.close()
 
     # -- resolution --------------------------------------------------------
