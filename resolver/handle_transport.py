@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_UDP_FRAGMENTS = 8
 TCP_IDLE_SECONDS = 30.0  # a connection that sends no complete request in time is dropped
 MAX_INFLIGHT_UDP = 1024  # slow-path datagrams being answered at once; more are dropped
+MAX_INFLIGHT_TCP = 256  # TCP requests being answered at once; more get RC 3 (server too busy)
 
 _IDS = struct.Struct(">II")  # sessionId, requestId at envelope offset 4
 _HANDLE_LENGTH = struct.Struct(">I")
@@ -69,6 +70,7 @@ class UdpServer(asyncio.DatagramProtocol):
         # request bytes less ids and expiration -> (cache entry, reply template)
         self._exact: dict[bytes, tuple[CacheEntry, bytes]] = {}
         self._inflight: set[asyncio.Future[None]] = set()
+        self._admission = node.admission
         self._fast = node.requests.route("udp", "resolve")
         self._slow = node.requests.route("udp", "other")
         self.dropped = 0
@@ -112,8 +114,8 @@ class UdpServer(asyncio.DatagramProtocol):
                 self._send(self._readdress(found[1], data), addr)
                 self._fast.observe(200, time.perf_counter() - start)
                 return
-        if len(self._inflight) >= MAX_INFLIGHT_UDP:
-            self.dropped += 1  # shed load: the client retries
+        if len(self._inflight) >= MAX_INFLIGHT_UDP or self._admission.lagging:
+            self.dropped += 1  # shed load: the client retries (or tries TCP)
             return
         task = asyncio.ensure_future(self._answer(data, addr, key, start))
         self._inflight.add(task)
@@ -184,8 +186,11 @@ async def answer_packet(
 class TcpServer(asyncio.Protocol):
     """One connection: frame one request, answer it, close."""
 
-    def __init__(self, node: Node, service: HandleService) -> None:
+    def __init__(self, node: Node, service: HandleService, inflight: set[asyncio.Task[None]]
+                 ) -> None:
         self.service = service
+        self._admission = node.admission
+        self._inflight = inflight  # shared by the server's connections
         self._framer = TcpFramer()
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
@@ -207,7 +212,15 @@ class TcpServer(asyncio.Protocol):
             return
         if event is NEED_DATA or event is CLOSED:
             return
+        if len(self._inflight) >= MAX_INFLIGHT_TCP or self._admission.lagging:
+            self._admission.shed += 1
+            busy = HandleProtocolError("Server too busy", RC.SERVER_TOO_BUSY,
+                                       op_code=int(event[1].op_code))  # type: ignore[index]
+            self._reply(encode_early_error(busy, now=int(time.time())))
+            return
         self._task = asyncio.ensure_future(self._answer(event))  # type: ignore[arg-type]
+        self._inflight.add(self._task)
+        self._task.add_done_callback(self._inflight.discard)
 
     def eof_received(self) -> bool | None:
         if self._task is None:
@@ -249,13 +262,16 @@ async def start_handle_servers(
 ) -> tuple[asyncio.DatagramTransport, asyncio.Server]:
     """UDP and TCP on one port; port 0 picks one free for both (retrying if TCP's is taken)."""
     loop = asyncio.get_running_loop()
+    tcp_inflight: set[asyncio.Task[None]] = set()
     for attempt in range(PORT_ATTEMPTS if port == 0 else 1):
         udp, _ = await loop.create_datagram_endpoint(
             lambda: UdpServer(node, service), local_addr=(host, port)
         )
         bound_port = udp.get_extra_info("sockname")[1]
         try:
-            tcp = await loop.create_server(lambda: TcpServer(node, service), host, bound_port)
+            tcp = await loop.create_server(
+                lambda: TcpServer(node, service, tcp_inflight), host, bound_port
+            )
         except OSError:
             udp.close()
             if port != 0 or attempt == PORT_ATTEMPTS - 1:

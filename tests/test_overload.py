@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from live import ADMIN, PREFIX, SECRET, init_store
 
+from protocol.codes import RC
 from protocol.values import HandleValue
 from registry.sqlite_store import SQLiteStore
 from registry.store import StoreBusy
@@ -117,3 +118,15 @@ async def test_node_sheds_an_overload_with_503_rc3_and_recovers(tmp_path: Path) 
                 assert 'route="shed",status="503"' in await r.text()
     finally:
         await running.stop()
+
+
+async def test_binary_tcp_past_its_bound_answers_rc3(live_node, monkeypatch) -> None:
+    from resolver import handle_transport
+    from resolver.handle_client import resolve_tcp
+
+    port = live_node.running.handle_port
+    monkeypatch.setattr(handle_transport, "MAX_INFLIGHT_TCP", 0)
+    busy = await resolve_tcp("127.0.0.1", port, f"{PREFIX}/anything")
+    assert busy.rc == RC.SERVER_TOO_BUSY
+    monkeypatch.setattr(handle_transport, "MAX_INFLIGHT_TCP", 256)
+    assert (await resolve_tcp("127.0.0.1", port, f"{PREFIX}/anything")).rc == RC.HANDLE_NOT_FOUND
