@@ -39,7 +39,6 @@ def _reply(description: str, schema: str | Schema, **extra: Any) -> dict[str, An
     return {"description": description, "content": _json(body), **extra}
 
 
-_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
 
 # Every Handle REST error, by status; operations pick the ones they can give.
 _ERRORS: dict[str, dict[str, Any]] = {
@@ -63,7 +62,8 @@ _ERRORS: dict[str, dict[str, Any]] = {
         "ErrorReply",
     ),
     "501": _reply("Unknown method (RC 4) or unsupported operation (RC 5)", "ErrorReply"),
-    "503": _reply("Server too busy (RC 3): shed under overload; retry later", "ErrorReply"),
+    "503": _reply("Server too busy (RC 3): shed under overload; retry later", "ErrorReply",
+                  headers={"Retry-After": {"schema": {"type": "string"}}}),
 }
 _READ_ERRORS = ("400", "401", "403", "404", "429", "501", "503")
 _WRITE_ERRORS = ("400", "401", "403", "404", "409", "413", "429", "501", "503")
@@ -312,7 +312,7 @@ def _paths() -> dict[str, Any]:
         }},
         "/api/openapi.json": _plain_get(
             "openapi", "Node", "This document",
-            {"200": _reply("OpenAPI 3 document", {"type": "object"})}),
+            {"200": _reply("OpenAPI 3 document", {"type": "object"}), **_errors(("503",))}),
         "/healthz": _plain_get("healthz", "Node", "Liveness",
                                {"200": _reply("Alive", status)}),
         "/readyz": _plain_get("readyz", "Node", "Readiness: the store answers",
@@ -322,7 +322,8 @@ def _paths() -> dict[str, Any]:
             "type": "object", "required": ["node", "role", "prefixes"],
             "properties": {"node": {"type": "string"}, "role": {"type": "string"},
                            "prefixes": {"type": "array", "items": {"type": "string"}},
-                           "api": {"type": "array", "items": {"type": "string"}}}})}),
+                           "api": {"type": "array", "items": {"type": "string"}}}}),
+            **_errors(("503",))}),
         "/{handle}": {
             "parameters": [{**_HANDLE_PARAM, "schema": {"type": "string"}}],
             "get": {
