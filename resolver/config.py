@@ -22,6 +22,9 @@ class NodeConfig:
     cache_negative_ttl: float = 5.0
     case_sensitive: bool = False
     access_log: bool = False
+    # Seconds a connection may sit idle, or trickle an unfinished request
+    # (slow-loris), before it is closed; aiohttp's own default is an hour.
+    idle_timeout: float = 60.0
     log_level: str = "INFO"
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -33,6 +36,17 @@ class NodeConfig:
     sqlite_synchronous: str = "NORMAL"
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
+    # Secondary node: enterprise prefixes are allocated as <parent>.<n> on approval.
+    enterprise_parent: str | None = None
+    # Usage statistics sent upward (resolver.stats): the top-level node's base
+    # URL, the period, this node's identity there ("300:0.NA/88.118") and its
+    # secret, and where unacknowledged reports wait (default: beside the store).
+    stats_upstream: str | None = None
+    stats_interval: float = 60.0
+    stats_identity: str | None = None
+    stats_secret: str | None = None
+    stats_spool: str | None = None
+    stats_max_reports: int = 1440
 
     # Overload bounds (resolver.admission): past them requests get 503 / RC 3 at once.
     max_inflight: int = 512  # HTTP requests inside handlers at once (cached resolves exempt)

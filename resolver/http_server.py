@@ -20,7 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from protocol import rest_json
 from protocol.codes import RC
 from protocol.errors import HandleError, HandleNotFound, InvalidHandle, NotResponsible
-from resolver import openapi
+from resolver import admin_api, openapi
+from resolver.admin_api import ADMIN_PATH, AdminApi
 from resolver.admission import BUSY_BODY
 from resolver.fast_reply import eligible
 from resolver.http_common import JSON_HEADERS, error_response, json_bytes
@@ -29,6 +30,8 @@ from resolver.node import Node
 from resolver.proxy import proxy_resolve
 from resolver.rest_api import HANDLES_PATH, RestApi, cached_reply, handle_text_from_path
 from resolver.snms_api import SnmsApi, is_snms_path, snms_routes
+from resolver.stats import REPORTS_PATH
+from resolver.stats_api import STATS_PATH, StatsApi
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ class HttpFrontend:
         self.node = node
         self.rest = RestApi(node)
         self.snms = SnmsApi(node)
+        self.admin = AdminApi(node.applications, node.token_key, node.sealer.seal, time.time,
+                              node.authenticator.throttle)
         metrics = node.requests
         self._resolve_stats = metrics.route("http", "resolve")
         self._write_stats = metrics.route("http", "write")
@@ -51,6 +56,9 @@ class HttpFrontend:
         self._shed_stats = metrics.route("http", "shed")
         self._admission = node.admission
         self._tls = node.config.tls
+        self._resolved = node.usage.resolutions  # per prefix, for statistics upward
+        self.stats_api = StatsApi(node.store, node.reported, node.server_admins, node.parse,
+                                  node.authenticator.throttle)
         # Pre-built replies skip aiohttp's response object, and so its access log.
         self._raw_replies = not node.config.access_log
 
@@ -70,6 +78,7 @@ class HttpFrontend:
             key = self.node.fast_key(text)
             entry = self.node.cache.peek(key) if key is not None else None
             if entry is not None:
+                self._resolved[entry.prefix] += 1
                 reply = cached_reply(self.node.cache, entry, text)
                 self._resolve_stats.observe(reply.status, time.perf_counter() - start)
                 if self._raw_replies and eligible(request):
@@ -100,12 +109,16 @@ class HttpFrontend:
             if path in ("/api/handles", HANDLES_PATH):
                 stats = self._list_stats
                 return stats, await self._handles_collection(request, path, method)
-            if method in _READS:
-                op = _OPS.get(path)
-                if op is not None:
-                    return stats, await op(self, request)
+            if method in _READS and path in _OPS:
+                return stats, await _OPS[path](self, request)
+            elif method == "POST" and path in _POSTS:
+                return stats, await _POSTS[path](self, request)
             elif path in _OPS:
                 return stats, _not_allowed(method, path, "GET, HEAD")
+            elif path in _POSTS:
+                return stats, _not_allowed(method, path, "POST")
+            if path.startswith(ADMIN_PATH):  # applications: Handle-style JSON, own statuses
+                return stats, await self.admin.handle(request, path, method)
             if is_snms_path(path):  # SNMS v5 API: its own envelope and error mapping
                 return self._snms_stats, await self.snms.handle(request, path, method)
             if path.startswith("/api/") or path == "/api":
@@ -227,10 +240,16 @@ _EMPTY_HANDLE_ERRORS: dict[str, Callable[[], HandleError]] = {
 _OPS: dict[str, Callable[[HttpFrontend, web.BaseRequest], Awaitable[web.StreamResponse]]] = {
     "/api/prefixes": lambda frontend, request: frontend.rest.list_prefixes(request),
     "/api/openapi.json": HttpFrontend.openapi,
+    STATS_PATH: lambda frontend, request: frontend.stats_api.show(request),
     "/metrics": HttpFrontend.metrics,
     "/healthz": HttpFrontend.healthz,
     "/readyz": HttpFrontend.readyz,
     "/": HttpFrontend.index,
+}
+_POSTS: dict[str, Callable[[HttpFrontend, web.BaseRequest], Awaitable[web.StreamResponse]]] = {
+    REPORTS_PATH: lambda frontend, request: frontend.stats_api.receive(
+        request, auth_possible=frontend.rest.auth_possible(request)
+    ),
 }
 PROXY_PATH = "/{handle}"  # GET (HEAD) of any other path not under /api/
 
@@ -243,6 +262,8 @@ def served_routes() -> set[tuple[str, str]]:
     routes = {(method, HANDLES_PATH + "{handle}") for method in _HANDLE_ROUTES}
     routes |= {(method, "/api/handles") for method in (*_COLLECTION_ROUTES, *_EMPTY_HANDLE_ERRORS)}
     routes |= {("GET", path) for path in _OPS}
+    routes |= {("POST", path) for path in _POSTS}
+    routes |= set(admin_api.ROUTES)
     routes |= set(snms_routes())
     routes.add(("GET", PROXY_PATH))
     return routes

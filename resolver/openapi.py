@@ -289,6 +289,111 @@ def _envelope(data: Schema) -> Schema:
     return {"allOf": [_ref("SnmsEnvelope"), {"properties": {"data": data}}]}
 
 
+def _admin(op_id: str, summary: str, ok: str, *, status: str = "200",
+           body: Schema | None = None, query: list[dict[str, Any]] | None = None,
+           errors: tuple[str, ...] = ("400", "401", "403", "404", "429", "503")
+           ) -> dict[str, Any]:
+    """An /api/admin operation: Handle-style JSON, a bearer token from /identity/token."""
+    op: dict[str, Any] = {
+        "tags": ["Admin"], "operationId": op_id, "summary": summary, "security": _SNMS,
+        "responses": {status: _reply("Done (RC 1)", ok), **_errors(errors)},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    if query:
+        op["parameters"] = query
+    return op
+
+
+_APPLICATION_ID = {"name": "id", "in": "path", "required": True,
+                   "schema": {"type": "integer", "minimum": 0}}
+
+
+def _admin_paths() -> dict[str, Any]:
+    string = {"type": "string"}
+    reason = {"type": "object", "properties": {"reason": string}}
+    return {
+        "/api/admin/accounts": {"post": _admin(
+            "createAccount", "Node admin: create an applicant or auditor account",
+            "AccountCreated", status="201", errors=("400", "401", "403", "409", "429", "503"),
+            body={"type": "object", "required": ["username", "role"],
+                  "properties": {"username": string, "password": string,
+                                 "role": {"type": "string", "enum": ["applicant", "auditor"]}}},
+        )},
+        "/api/admin/applications": {
+            "post": _admin(
+                "applyForPrefix", "Applicant: apply for an enterprise prefix", "ApplicationReply",
+                status="201", errors=("400", "401", "403", "409", "429", "503"),
+                body={"type": "object", "required": ["enterprise"],
+                      "properties": {"enterprise": string, "prefix": string, "detail": string}},
+            ),
+            "get": _admin(
+                "listApplications", "Applications: all (auditor, node admin) or one's own",
+                "ApplicationList", query=[
+                    _query("state", {"type": "string",
+                                     "enum": ["pending", "approved", "rejected"]}, "Filter"),
+                    _query("applicant", string, "Filter (auditors and node admins)"),
+                ],
+            ),
+        },
+        "/api/admin/applications/{id}": {
+            "parameters": [_APPLICATION_ID],
+            "get": _admin("showApplication", "One application", "ApplicationReply"),
+        },
+        "/api/admin/applications/{id}/approve": {
+            "parameters": [_APPLICATION_ID],
+            "post": _admin("approveApplication", "Auditor: approve (allocates the prefix)",
+                           "ApplicationReply", body=reason,
+                           errors=("400", "401", "403", "404", "409", "429", "503")),
+        },
+        "/api/admin/applications/{id}/reject": {
+            "parameters": [_APPLICATION_ID],
+            "post": _admin("rejectApplication", "Auditor: reject, with a reason",
+                           "ApplicationReply", body=reason,
+                           errors=("400", "401", "403", "404", "409", "429", "503")),
+        },
+        "/api/admin/applications/{id}/credentials": {
+            "parameters": [_APPLICATION_ID],
+            "post": _admin("applicationCredentials",
+                           "The applicant, once approved: the prefix admin's identity and "
+                           "secret (once)", "Credentials",
+                           errors=("400", "401", "403", "404", "409", "429", "503")),
+        },
+    }
+
+
+def _stats_paths() -> dict[str, Any]:
+    string, integer = {"type": "string"}, {"type": "integer"}
+    return {
+        "/api/stats": {"get": {
+            "tags": ["Statistics"], "operationId": "showStats",
+            "summary": "Usage totals per node and prefix (and per interval)",
+            "parameters": [
+                _query("node", string, "Only this reporting node"),
+                _query("prefix", string, "Only this prefix"),
+                _query("since", integer, "Only intervals from this Unix time"),
+                _query("intervals", _BOOL, "Also list each interval"),
+            ],
+            "responses": {"200": _reply("Totals", "StatsReply"), **_errors(("400", "503"))},
+        }},
+        "/api/stats/reports": {"post": {
+            "tags": ["Statistics"], "operationId": "receiveStatsReport",
+            "summary": "A lower node's usage report (msgpack, protocol/stats_report.py)",
+            "security": _BASIC,
+            "requestBody": {"required": True, "content": {
+                "application/msgpack": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {
+                "200": _reply("Counted (or counted before: duplicate)", {
+                    "type": "object", "required": ["responseCode", "reportId", "duplicate"],
+                    "properties": {"responseCode": {"type": "integer", "enum": [1]},
+                                   "reportId": string, "duplicate": {"type": "boolean"},
+                                   "refused": {"type": "array", "items": string}}}),
+                **_errors(("400", "401", "403", "429", "503")),
+            },
+        }},
+    }
+
+
 def _paths() -> dict[str, Any]:
     text = {"description": "Plain text", "content": {"text/plain": {"schema": {"type": "string"}}}}
     status = {"type": "object", "required": ["status"],
@@ -373,6 +478,8 @@ def _paths() -> dict[str, Any]:
         "/identityv2/data/batchDelete": {"delete": _snms(
             "snmsBatchDelete", "Delete many handles", body=delete_body,
             data=_ref("SnmsItemResults"))},
+        **_admin_paths(),
+        **_stats_paths(),
         "/snms/api/v5/template": {
             "get": _snms("templateGet", "A template", query=[
                 _query("prefix", {"type": "string"}, "Its prefix", required=True),
@@ -493,6 +600,50 @@ def _schemas() -> dict[str, Schema]:
                            "password": {"type": "string", "maxLength": 64}},
         },
         "SnmsRecord": snms_record,
+        "Application": {
+            "type": "object",
+            "required": ["id", "applicant", "enterprise", "state", "createdAt"],
+            "properties": {
+                "id": integer, "applicant": string, "enterprise": string,
+                "requestedPrefix": {"type": "string", "nullable": True}, "detail": string,
+                "state": {"type": "string", "enum": ["pending", "approved", "rejected"]},
+                "createdAt": string, "decidedBy": {"type": "string", "nullable": True},
+                "decidedAt": {"type": "string", "nullable": True},
+                "reason": {"type": "string", "nullable": True},
+                "prefix": {"type": "string", "nullable": True}, "adminIdentity": string,
+            },
+        },
+        "ApplicationReply": {
+            "type": "object", "required": ["responseCode", "application"],
+            "properties": {"responseCode": {"type": "integer", "enum": [1]},
+                           "application": _ref("Application")},
+        },
+        "ApplicationList": {
+            "type": "object", "required": ["responseCode", "applications"],
+            "properties": {"responseCode": {"type": "integer", "enum": [1]},
+                           "applications": {"type": "array", "items": _ref("Application")}},
+        },
+        "Credentials": {
+            "type": "object", "required": ["responseCode", "identity", "secret"],
+            "properties": {"responseCode": {"type": "integer", "enum": [1]},
+                           "identity": string, "secret": string},
+        },
+        "AccountCreated": {
+            "type": "object", "required": ["responseCode", "username", "role"],
+            "properties": {"responseCode": {"type": "integer", "enum": [1]}, "username": string,
+                           "role": string, "password": {"type": "string", "nullable": True}},
+        },
+        "StatsReply": {
+            "type": "object", "required": ["responseCode", "nodes", "totals"],
+            "properties": {
+                "responseCode": {"type": "integer", "enum": [1]},
+                "nodes": {"type": "array", "items": string},
+                "totals": {"type": "array", "items": {"type": "object", "properties": {
+                    "node": string, "prefix": string, "registrations": integer,
+                    "resolutions": integer}}},
+                "intervals": {"type": "array", "items": {"type": "object"}},
+            },
+        },
         "SnmsBatch": {"type": "array", "minItems": 1, "maxItems": SNMS_BATCH_LIMIT,
                       "items": snms_record},
         "SnmsItemResults": {"type": "array", "nullable": True, "items": {

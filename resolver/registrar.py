@@ -40,6 +40,7 @@ from resolver.authz import (
     perms_for_removal,
 )
 from resolver.cache import ResolutionCache
+from resolver.cache.entry import usage_prefix
 from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
 
 # (handle, values) -> raises HandleError unless they fit their metadata template
@@ -59,6 +60,7 @@ class Registrar:
         clock: Callable[[], float] = time.time,
         quotas: QuotaBook | None = None,
         check_template: TemplateCheck | None = None,
+        registrations: dict[str, int] | None = None,
     ) -> None:
         self._store = store
         self._cache = cache
@@ -71,6 +73,8 @@ class Registrar:
         # Records naming a metadata template (index 1001) are checked against it;
         # SNMS accounts' writes were checked by the SNMS API already.
         self._check_template = check_template
+        # Handles created, per prefix, for usage statistics (resolver.stats).
+        self._registrations = registrations if registrations is not None else {}
 
     # -- operations --------------------------------------------------------
 
@@ -103,6 +107,7 @@ class Registrar:
                         raise HandleAlreadyExists() from None
                 else:
                     self._cache.invalidate(handle.key)
+                    self._count_created(handle.key)
                     return True
             old = await store.get(handle.key)
             if old is None:
@@ -255,7 +260,9 @@ class Registrar:
                     name for h, name in zip(may_be_new, reserved, strict=True)
                     if h.key not in made
                 ])
-            for i, result in zip(writes, written, strict=True):
+            for i, item, result in zip(writes, put_items, written, strict=True):
+                if result is True:
+                    self._count_created(item.key)
                 if isinstance(result, HandleAlreadyExists):
                     result = HandleAlreadyExists()  # the reference's bare 101
                 results[i] = result
@@ -298,6 +305,10 @@ class Registrar:
         # Concurrent: the store's writer commits them in a few transactions.
         await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
         return results
+
+    def _count_created(self, key: str) -> None:
+        prefix = usage_prefix(key)
+        self._registrations[prefix] = self._registrations.get(prefix, 0) + 1
 
     async def _templated(
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue]

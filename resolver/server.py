@@ -50,6 +50,7 @@ class RunningNode:
             request_factory=make_request,
             # No access log unless asked: it halves throughput.
             access_log=logging.getLogger("idnode.access") if self.config.access_log else None,
+            keepalive_timeout=self.config.idle_timeout,
         )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()

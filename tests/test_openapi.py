@@ -43,7 +43,7 @@ async def test_served_at_api_openapi_json(live_node: LiveNode) -> None:
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{handle}", f"{PREFIX}/probe")
+    return path.replace("{handle}", f"{PREFIX}/probe").replace("{id}", "1")
 
 
 async def test_each_documented_operation_reaches_a_handler(live_node: LiveNode) -> None:
@@ -66,6 +66,9 @@ async def test_each_documented_operation_reaches_a_handler(live_node: LiveNode) 
         ("TRACE", "/api/handles", "GET, HEAD, POST, PUT, DELETE"),
         ("PATCH", "/identityv2/data", "DELETE, POST, PUT"),
         ("POST", "/identityv2/data/detail", "GET"),
+        ("TRACE", "/api/admin/applications", "GET, HEAD, POST"),
+        ("DELETE", "/api/admin/applications/7/approve", "POST"),
+        ("GET", "/api/stats/reports", "POST"),
     ],
 )
 async def test_undocumented_method_on_a_documented_path_is_405_with_allow(
