@@ -70,7 +70,6 @@ class UdpServer(asyncio.DatagramProtocol):
         # request bytes less ids and expiration -> (cache entry, reply template)
         self._exact: dict[bytes, tuple[CacheEntry, bytes]] = {}
         self._inflight: set[asyncio.Future[None]] = set()
-        self._admission = node.admission
         self._fast = node.requests.route("udp", "resolve")
         self._slow = node.requests.route("udp", "other")
         self._resolved = node.usage.resolutions  # per prefix, for statistics upward
@@ -117,7 +116,7 @@ class UdpServer(asyncio.DatagramProtocol):
                 self._send(self._readdress(found[1], data), addr)
                 self._fast.observe(200, time.perf_counter() - start)
                 return
-        if len(self._inflight) >= MAX_INFLIGHT_UDP or self._admission.lagging:
+        if len(self._inflight) >= MAX_INFLIGHT_UDP:
             self.dropped += 1  # shed load: the client retries (or tries TCP)
             return
         task = asyncio.ensure_future(self._answer(data, addr, key, start))
