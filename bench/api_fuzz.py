@@ -113,7 +113,7 @@ def run(*, max_examples: int, seed: int, workers: int, workdir: Path,
     config = workdir / "schemathesis.toml"
     config.write_text(config_toml(workdir))
     serve = idnode("serve", "--store", str(store), "--port", str(port), "--no-handle-protocol",
-                   "--log-level", "WARNING")
+                   "--log-level", "WARNING", "--workers", "1")
     schemathesis = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     if schemathesis is None:
         raise SystemExit("schemathesis is not installed: pip install -e '.[dev]'")

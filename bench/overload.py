@@ -14,8 +14,10 @@ node whose cache holds ~1 MiB (almost every GET is a store lookup), with every
    while the probe keeps measuring; the node's RSS is sampled every second;
 4. recovery: the probe alone again, right after the load stops.
 
-The probe's latency is end to end (kernel and event-loop queueing included),
-which a node-side timer cannot see; "admitted" means answered other than 503.
+The node runs one worker process (``--workers 1``): what is measured is one
+event loop's shedding, and its RSS. The probe's latency is end to end (kernel
+and event-loop queueing included), which a node-side timer cannot see;
+"admitted" means answered other than 503.
 Numbers from a shared machine are noisy: read them as ratios within one run.
 """
 
@@ -241,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         serve = idnode("serve", "--store", str(store.path), "--port", str(port),
                        "--no-handle-protocol", "--cache-size", "1M", "--log-level", "WARNING",
+                       "--workers", "1",  # one event loop: its RSS and its shedding
                        *args.node_arg)
         with listening(serve, port, work / "node.log") as proc:
             result = asyncio.run(measure(args, f"http://127.0.0.1:{port}", proc.pid, work,
