@@ -86,3 +86,20 @@ def test_schemathesis_short_run_finds_nothing(tmp_path: Path) -> None:
     result = api_fuzz.run(max_examples=5, seed=1, workers=1, workdir=tmp_path, timeout=300)
     assert result.returncode == 0, result.output[-6000:]
     assert result.requests is not None and result.requests > 500
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/handles?prefix=88.100.1&page=404095076551&pageSize=214274866",
+        "/api/prefixes?pageSize=-68539972833115963169701888&page=4906",
+        "/api/stats?intervals=&since=-9006139416546840493948928&prefix=88.100.1",
+    ],
+)
+async def test_out_of_range_numbers_are_a_bad_request_not_a_500(
+    live_node: LiveNode, path: str
+) -> None:
+    """Found by schemathesis' long run: these overflowed SQLite or orjson (500)."""
+    r = await live_node.session.get(live_node.url + path, headers=live_node.auth())
+    assert r.status == 400
+    assert (await r.json())["responseCode"] == 4
