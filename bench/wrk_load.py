@@ -38,12 +38,20 @@ def require_wrk() -> str:
     return wrk
 
 
+def wrk_argv(url: str, script: Path, *, seconds: float, connections: int, cpu: int | None
+             ) -> list[str]:
+    return pinned(cpu, [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+                        "-s", str(script), url])
+
+
 def run_wrk(
     url: str, script: Path, *, seconds: float, connections: int, cpu: int | None
 ) -> WrkResult:
-    argv = pinned(cpu, [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
-                        "-s", str(script), url])
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    argv = wrk_argv(url, script, seconds=seconds, connections=connections, cpu=cpu)
+    return parse_wrk(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+
+
+def parse_wrk(out: str) -> WrkResult:
     rate = _RATE.search(out)
     if rate is None:
         raise RuntimeError(f"wrk printed no rate:\n{out}")

@@ -202,7 +202,9 @@ class SQLiteStore(Store):
     A transaction holds at most ``max_batch`` operations or ``bulk_chunk``
     put_many items (put_many is split into chunks of that size);
     ``max_pending`` bounds queued operations, beyond which writers wait
-    (backpressure) instead of growing the queue. ``cache_mb`` and ``mmap_mb``
+    (backpressure) instead of growing the queue, or, with ``busy_when_full``
+    (a serving node), fail at once with ``StoreBusy`` (RC 3) so the caller sheds
+    load instead of waiting behind the queue. ``cache_mb`` and ``mmap_mb``
     are per connection; ``scan_threads`` run list/count/iter_records.
     ``announces_writes``: the caller tells every cache of its writes itself
     (a node does, through ``resolver.coherence``); otherwise each write
@@ -221,6 +223,7 @@ class SQLiteStore(Store):
         mmap_mb: int = 0,
         busy_timeout: float = 5.0,
         scan_threads: int = 2,
+        busy_when_full: bool = False,
         announces_writes: bool = False,
     ) -> None:
         synchronous = synchronous.upper()
@@ -235,6 +238,7 @@ class SQLiteStore(Store):
         self.max_batch = max_batch
         self.bulk_chunk = bulk_chunk
         self._max_pending = max_pending
+        self._busy_when_full = busy_when_full
         self._cache_kib = cache_mb * 1024
         self._mmap_bytes = mmap_mb * 1024 * 1024
         self._busy_ms = int(busy_timeout * 1000)
@@ -436,10 +440,12 @@ class SQLiteStore(Store):
     # -- writes: the caller's side ---------------------------------------------
 
     async def _enqueue(
-        self, fn: Callable[[sqlite3.Connection], Any], weight: int = 1
+        self, fn: Callable[[sqlite3.Connection], Any], weight: int = 1, *, may_shed: bool = True
     ) -> asyncio.Future[Any]:
         self._check_open()
         assert self._slots is not None and self._loop is not None
+        if may_shed and self._busy_when_full and self._slots.locked():
+            raise StoreBusy("Write queue full")
         await self._slots.acquire()  # bounded queue: wait here while it is full
         if self._state != "open":  # closed while we waited for a slot
             self._slots.release()
@@ -502,7 +508,9 @@ class SQLiteStore(Store):
             for start in range(0, len(seq), size):
                 chunk = seq[start : start + size]
                 op = lambda conn, c=chunk: _w_put_many(conn, _encode_items(c))  # noqa: E731
-                futures.append(await self._enqueue(op, len(chunk)))
+                # Only the first chunk may be shed: later ones wait, so a call
+                # either writes nothing or all it can.
+                futures.append(await self._enqueue(op, len(chunk), may_shed=not futures))
         except BaseException:
             for future in futures:  # still written; nobody will read the answers
                 future.add_done_callback(_discard_result)

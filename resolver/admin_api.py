@@ -64,6 +64,25 @@ _STATUS: Final = {
 }
 
 
+# (method, path template) -> handler; HEAD is answered as GET. The OpenAPI drift
+# test (tests/test_openapi.py) reads this table.
+ROUTES: Final[dict[tuple[str, str], str]] = {
+    ("POST", "/api/admin/accounts"): "create_account",
+    ("POST", _APPLICATIONS): "apply",
+    ("GET", _APPLICATIONS): "list_applications",
+    ("GET", f"{_APPLICATIONS}/{{id}}"): "show",
+    ("POST", f"{_APPLICATIONS}/{{id}}/approve"): "approve",
+    ("POST", f"{_APPLICATIONS}/{{id}}/reject"): "reject",
+    ("POST", f"{_APPLICATIONS}/{{id}}/credentials"): "credentials",
+}
+
+_ALLOWED: Final = {
+    template: ", ".join(sorted({m for m, t in ROUTES if t == template}
+                               | ({"HEAD"} if ("GET", template) in ROUTES else set())))
+    for _, template in ROUTES
+}
+
+
 class AdminApi:
     def __init__(
         self,
@@ -89,28 +108,32 @@ class AdminApi:
             return _error(exc)
 
     async def _route(self, request: web.BaseRequest, path: str, method: str) -> web.Response:
-        if path == "/api/admin/accounts" and method == "POST":
-            return await self.create_account(request)
-        if path == _APPLICATIONS:
-            if method == "POST":
-                return await self.apply(request)
-            if method in ("GET", "HEAD"):
-                return await self.list_applications(request)
-        elif path.startswith(_APPLICATIONS + "/"):
+        application_id: int | None = None
+        template = path
+        if path.startswith(_APPLICATIONS + "/"):
             id_text, _, action = path[len(_APPLICATIONS) + 1:].partition("/")
             if not id_text.isdigit() or len(id_text) > 18:
                 raise MalformedMessage(f"Invalid application id {id_text!r}")
             application_id = int(id_text)
-            if not action and method in ("GET", "HEAD"):
-                return await self.show(request, application_id)
-            actions = {"approve": self.approve, "reject": self.reject,
-                       "credentials": self.credentials}
-            if action in actions and method == "POST":
-                return await actions[action](request, application_id)
-        return json_bytes(
-            rest_json.error_reply(RC.PROTOCOL_ERROR, None, f"Unknown endpoint {method} {path}"),
-            404,
-        )
+            template = f"{_APPLICATIONS}/{{id}}" + (f"/{action}" if action else "")
+        name = ROUTES.get(("GET" if method == "HEAD" else method, template))
+        if name is None and template in _ALLOWED:
+            message = f"Method {method} not allowed on {path}"
+            return web.Response(
+                body=rest_json.error_reply(RC.PROTOCOL_ERROR, None, message), status=405,
+                headers={**JSON_HEADERS, "Allow": _ALLOWED[template]},
+            )
+        if name is None:
+            return json_bytes(
+                rest_json.error_reply(
+                    RC.PROTOCOL_ERROR, None, f"Unknown endpoint {method} {path}"
+                ),
+                404,
+            )
+        handler = getattr(self, name)
+        if application_id is None:
+            return await handler(request)  # type: ignore[no-any-return]
+        return await handler(request, application_id)  # type: ignore[no-any-return]
 
     # -- authentication ---------------------------------------------------------
 

@@ -89,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+    p.add_argument("--max-inflight", type=int, default=_DEFAULTS.max_inflight,
+                   help="HTTP requests in handlers at once; more get 503 RC 3 at once")
+    p.add_argument("--shed-lag", type=float, default=_DEFAULTS.shed_lag,
+                   help="refuse new requests (503 RC 3) while the event loop runs this many "
+                        "seconds late; 0 = off")
+    p.add_argument("--max-body", type=_size, default=_DEFAULTS.max_body,
+                   help="request body bytes (batches: 32M); more get 413")
+    p.add_argument("--write-queue", type=int, default=_DEFAULTS.write_queue,
+                   help="queued store writes; past it writes fail at once with RC 3 / 503")
     r = p.add_argument_group("recursive role")
     r.add_argument("--top-level", action="append", default=[], metavar="HOST:PORT",
                    help="binary Handle endpoint of the top-level node (repeatable)")
@@ -342,6 +351,8 @@ def _run(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert, tls_key=args.tls_key,
             allow_insecure_auth=args.allow_insecure_auth,
             server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
+            max_inflight=args.max_inflight, shed_lag=args.shed_lag, max_body=args.max_body,
+            write_queue=args.write_queue,
             quotas=tuple(args.quota), top_level=tuple(args.top_level),
             upstream_timeout=args.upstream_timeout, stale_window=args.stale_window,
             home_at=args.home_at, home_auth=args.home_auth, home_secret=args.home_secret,

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_UDP_FRAGMENTS = 8
 TCP_IDLE_SECONDS = 30.0  # a connection that sends no complete request in time is dropped
 MAX_INFLIGHT_UDP = 1024  # slow-path datagrams being answered at once; more are dropped
+MAX_INFLIGHT_TCP = 256  # TCP requests being answered at once; more get RC 3 (server too busy)
 
 _IDS = struct.Struct(">II")  # sessionId, requestId at envelope offset 4
 _IDS_OFFSET, _IDS_END = 4, 12
@@ -191,7 +192,7 @@ class UdpServer(asyncio.DatagramProtocol):
                 self._fast.observe(200, self._last_seconds)
                 return
         if len(self._inflight) >= MAX_INFLIGHT_UDP:
-            self.dropped += 1  # shed load: the client retries
+            self.dropped += 1  # shed load: the client retries (or tries TCP)
             return
         task = asyncio.ensure_future(self._answer(data, addr, key, start))
         self._inflight.add(task)
@@ -262,8 +263,11 @@ async def answer_packet(
 class TcpServer(asyncio.Protocol):
     """One connection: frame one request, answer it, close."""
 
-    def __init__(self, node: Node, service: HandleService) -> None:
+    def __init__(self, node: Node, service: HandleService, inflight: set[asyncio.Task[None]]
+                 ) -> None:
         self.service = service
+        self._admission = node.admission
+        self._inflight = inflight  # shared by the server's connections
         self._framer = TcpFramer()
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
@@ -285,7 +289,15 @@ class TcpServer(asyncio.Protocol):
             return
         if event is NEED_DATA or event is CLOSED:
             return
+        if len(self._inflight) >= MAX_INFLIGHT_TCP or self._admission.lagging:
+            self._admission.shed += 1
+            busy = HandleProtocolError("Server too busy", RC.SERVER_TOO_BUSY,
+                                       op_code=int(event[1].op_code))  # type: ignore[index]
+            self._reply(encode_early_error(busy, now=int(time.time())))
+            return
         self._task = asyncio.ensure_future(self._answer(event))  # type: ignore[arg-type]
+        self._inflight.add(self._task)
+        self._task.add_done_callback(self._inflight.discard)
 
     def eof_received(self) -> bool | None:
         if self._task is None:
@@ -331,6 +343,7 @@ async def start_handle_servers(
     """
     reuse = reuse_port or None
     loop = asyncio.get_running_loop()
+    tcp_inflight: set[asyncio.Task[None]] = set()
     for attempt in range(PORT_ATTEMPTS if port == 0 else 1):
         udp, _ = await loop.create_datagram_endpoint(
             lambda: UdpServer(node, service), local_addr=(host, port), reuse_port=reuse
@@ -338,7 +351,8 @@ async def start_handle_servers(
         bound_port = udp.get_extra_info("sockname")[1]
         try:
             tcp = await loop.create_server(
-                lambda: TcpServer(node, service), host, bound_port, reuse_port=reuse
+                lambda: TcpServer(node, service, tcp_inflight), host, bound_port,
+                reuse_port=reuse,
             )
         except OSError:
             udp.close()

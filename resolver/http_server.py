@@ -20,15 +20,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from protocol import rest_json
 from protocol.codes import RC
-from protocol.errors import HandleError, InvalidHandle, NotResponsible
+from protocol.errors import HandleError, HandleNotFound, InvalidHandle, NotResponsible
+from resolver import admin_api, openapi
 from resolver.admin_api import ADMIN_PATH, AdminApi
+from resolver.admission import BUSY_BODY
 from resolver.fast_reply import eligible
 from resolver.http_common import JSON_HEADERS, error_response, json_bytes
 from resolver.metrics import RouteLatency
 from resolver.node import Node
 from resolver.proxy import proxy_resolve
 from resolver.rest_api import HANDLES_PATH, RestApi, cached_reply, handle_text_from_path
-from resolver.snms_api import SnmsApi, is_snms_path
+from resolver.snms_api import SnmsApi, is_snms_path, snms_routes
 from resolver.stats import REPORTS_PATH
 from resolver.stats_api import STATS_PATH, StatsApi
 
@@ -52,6 +54,8 @@ class HttpFrontend:
         self._proxy_stats = metrics.route("http", "proxy")
         self._other_stats = metrics.route("http", "other")
         self._snms_stats = metrics.route("http", "snms")
+        self._shed_stats = metrics.route("http", "shed")
+        self._admission = node.admission
         self._tls = node.config.tls
         self._resolved = node.usage.resolutions  # per prefix, for statistics upward
         self.stats_api = StatsApi(node.store, node.reported, node.server_admins, node.parse,
@@ -88,7 +92,15 @@ class HttpFrontend:
                     return reply  # type: ignore[return-value]  # duck-typed, see fast_reply
                 return web.Response(body=reply.body, status=reply.status,
                                     headers={**JSON_HEADERS, **reply.headers})
-        stats, response = await self._dispatch(request, path, method)
+        admission = self._admission
+        if path not in _NEVER_SHED and admission.refuse():
+            self._shed_stats.observe(503, time.perf_counter() - start)
+            return web.Response(body=BUSY_BODY, status=503, headers=_BUSY_HEADERS)
+        admission.inflight += 1
+        try:
+            stats, response = await self._dispatch(request, path, method)
+        finally:
+            admission.inflight -= 1
         stats.observe(response.status, time.perf_counter() - start)
         return response
 
@@ -105,13 +117,14 @@ class HttpFrontend:
             if path in ("/api/handles", HANDLES_PATH):
                 stats = self._list_stats
                 return stats, await self._handles_collection(request, path, method)
-            if path == "/api/prefixes" and method in ("GET", "HEAD"):
-                return stats, await self.rest.list_prefixes(request)
-            if path == STATS_PATH and method in ("GET", "HEAD"):
-                return stats, await self.stats_api.show(request)
-            if path == REPORTS_PATH and method == "POST":
-                auth_possible = self.rest.auth_possible(request)
-                return stats, await self.stats_api.receive(request, auth_possible=auth_possible)
+            if method in _READS and path in _OPS:
+                return stats, await _OPS[path](self, request)
+            elif method == "POST" and path in _POSTS:
+                return stats, await _POSTS[path](self, request)
+            elif path in _OPS:
+                return stats, _not_allowed(method, path, "GET, HEAD")
+            elif path in _POSTS:
+                return stats, _not_allowed(method, path, "POST")
             if path.startswith(ADMIN_PATH):  # applications: Handle-style JSON, own statuses
                 return stats, await self.admin.handle(request, path, method)
             if is_snms_path(path):  # SNMS v5 API: its own envelope and error mapping
@@ -121,17 +134,11 @@ class HttpFrontend:
                 return stats, json_bytes(
                     rest_json.error_reply(RC.PROTOCOL_ERROR, None, message), 404
                 )
-            if path in _OPS:
-                return stats, await _OPS[path](self, request)
-            if method in ("GET", "HEAD") and len(path) > 1:
+            if method in _READS and len(path) > 1:
                 stats = self._proxy_stats
                 handle_text = handle_text_from_path(path, "/")
                 return stats, await proxy_resolve(self.node, request, handle_text)
-            if path == "/" and method in ("GET", "HEAD"):
-                return stats, await self._index(request)
-            return stats, json_bytes(
-                rest_json.error_reply(RC.PROTOCOL_ERROR, None, f"Not found: {method} {path}"), 404
-            )
+            return stats, _not_allowed(method, path, "GET, HEAD")
         except HandleError as exc:
             return stats, self._error(request, exc, handle_text, method)
         except web.HTTPException as exc:  # aiohttp's own limits, e.g. body too large
@@ -146,29 +153,26 @@ class HttpFrontend:
             return stats, json_bytes(body, 500)
 
     def _handle_route(self, method: str, text: str) -> tuple[RouteLatency, Handler]:
+        route = _HANDLE_ROUTES.get(method)
+        if route is None:
+            return self._other_stats, _unknown_method(method)
+        kind, run = route
+        stats = self._write_stats if kind == "write" else self._resolve_stats
         rest = self.rest
-        if method in ("GET", "HEAD", "POST"):
-            return self._resolve_stats, lambda r: rest.get_handle(r, text)
-        if method == "PUT":
-            return self._write_stats, lambda r: rest.put_handle(r, text)
-        if method == "DELETE":
-            return self._write_stats, lambda r: rest.delete_handle(r, text)
-        if method == "OPTIONS":
-            return self._other_stats, _options
-        return self._other_stats, _unknown_method(method)
+        return stats, lambda r: run(rest, r, text)
 
     async def _handles_collection(
         self, request: web.BaseRequest, path: str, method: str
     ) -> web.StreamResponse:
         """``/api/handles`` itself: the listing, and the reference's answers to an empty handle."""
-        if method in ("GET", "HEAD") and "prefix" in request.query:
-            return await self.rest.list_handles(request)
+        if method in _READS and "prefix" in request.query:
+            return await _COLLECTION_ROUTES["GET"](self.rest, request)
         if method == "POST" and path == "/api/handles":
-            return await self.rest.batch(request)
-        if method == "PUT":
-            raise NotResponsible()
-        if method == "DELETE":
-            raise HandleError("", RC.HANDLE_NOT_FOUND)
+            return await _COLLECTION_ROUTES["POST"](self.rest, request)
+        if method in _EMPTY_HANDLE_ERRORS:
+            raise _EMPTY_HANDLE_ERRORS[method]()
+        if method not in _READS and method != "POST":
+            return _not_allowed(method, path, "GET, HEAD, POST, PUT, DELETE")
         raise InvalidHandle("Empty handle invalid")
 
     def _error(
@@ -184,14 +188,17 @@ class HttpFrontend:
             tls=self._tls,
         )
 
-    async def _index(self, request: web.BaseRequest) -> web.Response:
+    async def index(self, request: web.BaseRequest) -> web.Response:
         info = {
             "node": "idnode",
             "role": self.node.config.role,
             "prefixes": sorted(self.node.homed),
-            "api": ["/api/handles/{handle}", "/api/handles?prefix=", "/api/prefixes"],
+            "api": ["/api/openapi.json"],
         }
         return web.json_response(info)
+
+    async def openapi(self, request: web.BaseRequest) -> web.Response:
+        return json_bytes(openapi.encoded())
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
         if self.node.before_scrape is not None:
@@ -211,15 +218,70 @@ class HttpFrontend:
         return json_bytes(b'{"status":"ready"}')
 
 
+_READS = frozenset({"GET", "HEAD"})
+_NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})  # watching an overload must work
+_BUSY_HEADERS = {**JSON_HEADERS, "Retry-After": "1"}
+RestRoute = Callable[[RestApi, web.BaseRequest, str], Awaitable[web.StreamResponse]]
+
+
+async def _options(rest: RestApi, request: web.BaseRequest, text: str) -> web.StreamResponse:
+    return web.Response(status=200, headers={"Allow": ALLOW})
+
+
+# The route tables. ``served_routes()`` reads them, and tests/test_openapi.py holds
+# them equal to the operations resolver/openapi.py documents.
+_HANDLE_ROUTES: dict[str, tuple[str, RestRoute]] = {  # /api/handles/{handle}, by method
+    "GET": ("resolve", RestApi.get_handle),
+    "HEAD": ("resolve", RestApi.get_handle),
+    "POST": ("resolve", RestApi.get_handle),  # resolves, as the reference does
+    "PUT": ("write", RestApi.put_handle),
+    "DELETE": ("write", RestApi.delete_handle),
+    "OPTIONS": ("other", _options),
+}
+_COLLECTION_ROUTES: dict[str, Callable[[RestApi, web.BaseRequest], Awaitable[web.Response]]] = {
+    "GET": RestApi.list_handles,  # needs ?prefix=
+    "POST": RestApi.batch,
+}
+# What the reference answers to writes of an empty handle (/api/handles or /api/handles/).
+_EMPTY_HANDLE_ERRORS: dict[str, Callable[[], HandleError]] = {
+    "PUT": NotResponsible,
+    "DELETE": HandleNotFound,
+}
 _OPS: dict[str, Callable[[HttpFrontend, web.BaseRequest], Awaitable[web.StreamResponse]]] = {
+    "/api/prefixes": lambda frontend, request: frontend.rest.list_prefixes(request),
+    "/api/openapi.json": HttpFrontend.openapi,
+    STATS_PATH: lambda frontend, request: frontend.stats_api.show(request),
     "/metrics": HttpFrontend.metrics,
     "/healthz": HttpFrontend.healthz,
     "/readyz": HttpFrontend.readyz,
+    "/": HttpFrontend.index,
 }
+_POSTS: dict[str, Callable[[HttpFrontend, web.BaseRequest], Awaitable[web.StreamResponse]]] = {
+    REPORTS_PATH: lambda frontend, request: frontend.stats_api.receive(
+        request, auth_possible=frontend.rest.auth_possible(request)
+    ),
+}
+PROXY_PATH = "/{handle}"  # GET (HEAD) of any other path not under /api/
 
 
-async def _options(request: web.BaseRequest) -> web.StreamResponse:
-    return web.Response(status=200, headers={"Allow": ALLOW})
+def served_routes() -> set[tuple[str, str]]:
+    """(METHOD, path template) of every route the dispatcher serves.
+
+    HEAD is answered wherever GET is; it is listed only where a table names it.
+    """
+    routes = {(method, HANDLES_PATH + "{handle}") for method in _HANDLE_ROUTES}
+    routes |= {(method, "/api/handles") for method in (*_COLLECTION_ROUTES, *_EMPTY_HANDLE_ERRORS)}
+    routes |= {("GET", path) for path in _OPS}
+    routes |= {("POST", path) for path in _POSTS}
+    routes |= set(admin_api.ROUTES)
+    routes |= set(snms_routes())
+    routes.add(("GET", PROXY_PATH))
+    return routes
+
+
+def _not_allowed(method: str, path: str, allow: str) -> web.Response:
+    body = rest_json.error_reply(RC.PROTOCOL_ERROR, None, f"Method {method} not allowed on {path}")
+    return web.Response(body=body, status=405, headers={**JSON_HEADERS, "Allow": allow})
 
 
 def _unknown_method(method: str) -> Handler:

@@ -23,6 +23,7 @@ from protocol.values import HandleValue
 from registry.credentials import SecretSealer, load_master_key
 from registry.sqlite_store import SQLiteStore
 from registry.store import Store
+from resolver.admission import Admission
 from resolver.applications import ApplicationDesk
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
@@ -50,7 +51,13 @@ def open_store(config: NodeConfig) -> Store:
         raise ValueError(f"Unsupported store URL {config.store!r}: give a file path")
     # The node tells every cache of its writes (resolver.coherence), so they
     # do not count as unannounced.
-    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous, announces_writes=True)
+    return SQLiteStore(
+        config.store,
+        synchronous=config.sqlite_synchronous,
+        announces_writes=True,
+        max_pending=config.write_queue,
+        busy_when_full=True,  # a node sheds writes past the bound (RC 3); tools wait
+    )
 
 
 def stats_reporter(config: NodeConfig, usage: UsageCounter) -> StatsReporter:
@@ -162,6 +169,7 @@ class Node:
         self.store_latency = store_latency(self.registry)
         self._register_metrics()
         self._refresher: asyncio.Task[None] | None = None
+        self.admission = Admission(config.max_inflight, config.shed_lag)
 
     async def start(self) -> None:
         if self.upstream is not None:
@@ -174,6 +182,7 @@ class Node:
         await self.reported.load(self.store)
         await self.external_writes.start()
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
+        self.admission.start()
         if self.config.stats_upstream:
             self.reporter = stats_reporter(self.config, self.usage)
             await self.reporter.start()
@@ -181,6 +190,7 @@ class Node:
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        self.admission.stop()
         if self.upstream is not None:
             await self.upstream.stop()
         if self.reporter is not None:

@@ -310,11 +310,20 @@ def _bool_param(query: MultiMapping[str], name: str, *, default: bool) -> bool:
     return value.lower() not in ("false", "0", "no")
 
 
+def _java_int(text: str) -> int:
+    """An int as the reference's Integer.parseInt reads it: 32-bit, else an error
+    (schemathesis found page=404095076551 reaching SQLite as an overflowing offset)."""
+    value = int(text)
+    if not -(2**31) <= value < 2**31:
+        raise ValueError(f"For input string: {text!r}")
+    return value
+
+
 def _paging(query: MultiMapping[str]) -> tuple[int | None, int | None]:
     """Paging applies only when both page and pageSize are given (as the reference)."""
     try:
-        page = int(query["page"]) if "page" in query else None
-        size = int(query["pageSize"]) if "pageSize" in query else None
+        page = _java_int(query["page"]) if "page" in query else None
+        size = _java_int(query["pageSize"]) if "pageSize" in query else None
     except ValueError as exc:
         raise MalformedMessage(f"Invalid paging parameter: {exc}") from None
     if page is not None and page < 0:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import ssl
+from typing import Any
 
 from aiohttp import web
 
@@ -44,8 +45,17 @@ class RunningNode:
 
     async def start(self) -> None:
         await self.node.start()
+        max_body, loop = self.config.max_body, asyncio.get_running_loop()
+
+        def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+                         ) -> web.BaseRequest:
+            # aiohttp's default factory fixes client_max_size at 1 MiB.
+            return web.BaseRequest(message, payload, protocol, writer, task, loop,
+                                   client_max_size=max_body)
+
         server = web.Server(
             self.frontend.handle,
+            request_factory=make_request,
             # No access log unless asked: it halves throughput.
             access_log=logging.getLogger("idnode.access") if self.config.access_log else None,
             keepalive_timeout=self.config.idle_timeout,

@@ -53,6 +53,7 @@ _TZ_CHINA = datetime.timezone(datetime.timedelta(hours=8))
 
 
 MSG_TOO_LARGE = "请求体过大（最多32MB）"
+MSG_BUSY = "系统繁忙，请稍后重试"  # the docs' own words for "system busy"
 
 
 async def read_body(request: web.BaseRequest) -> bytes:
@@ -101,6 +102,8 @@ def snms_error(exc: HandleError) -> SnmsError:
         return NoPermission(exc.message or "没有权限")
     if rc == RC.SERVER_NOT_RESP:
         return BusinessError(snms.MSG_NOT_SERVED.format(exc.message or ""))
+    if rc == RC.SERVER_TOO_BUSY:
+        return BusinessError(MSG_BUSY)
     if isinstance(exc, StoreError):
         log.warning("SNMS write failed: %s", exc.message)
         return snms.InternalError()
@@ -126,7 +129,11 @@ class SnmsApi:
         route = _ROUTES.get((method, path))
         if route is None:
             message = f"Not found: {method} {path}"
-            return reply(snms.envelope(snms.Status.BUSINESS, message), 404)
+            allowed = _ALLOWED.get(path)
+            if allowed is None:
+                return reply(snms.envelope(snms.Status.BUSINESS, message), 404)
+            body = snms.envelope(snms.Status.BUSINESS, f"Method {method} not allowed")
+            return web.Response(body=body, status=405, headers={**JSON_HEADERS, "Allow": allowed})
         try:
             return reply(snms.success(await route(self, request)))
         except SnmsError as exc:
@@ -455,3 +462,11 @@ _ROUTES: dict[tuple[str, str], Route] = {
     ("PUT", "/snms/api/v5/template"): SnmsApi.template_update,
     ("DELETE", "/snms/api/v5/template"): SnmsApi.template_delete,
 }
+_ALLOWED = {
+    path: ", ".join(sorted(m for m, p in _ROUTES if p == path)) for _, path in _ROUTES
+}
+
+
+def snms_routes() -> list[tuple[str, str]]:
+    """(METHOD, path) of every SNMS route, for the OpenAPI drift check."""
+    return list(_ROUTES)

@@ -145,6 +145,8 @@ class StatsApi:
             since = int(query["since"]) if "since" in query else None
         except ValueError:
             raise MalformedMessage("since must be Unix seconds") from None
+        if since is not None and not -(2**63) <= since < 2**63:  # SQLite's INTEGER
+            raise MalformedMessage("since must be Unix seconds")
         node, prefix = query.get("node") or None, query.get("prefix") or None
         rows = await self.store.stats_counts(
             node=node.upper() if node else None, prefix=prefix.upper() if prefix else None,

@@ -460,7 +460,7 @@ async def quota_node(tmp_path: Path):
 
     store_path = tmp_path / "node.db"
     await init_store(store_path)
-    config = NodeConfig(store=str(store_path), port=0, handle_port=0, quotas=(
+    config = NodeConfig(store=str(store_path), port=0, handle_port=0, shed_lag=0, quotas=(
         f"{PREFIX}:identifiers=3,subprefixes=1", f"{OTHER_PREFIX}:requests=3",
     ))
     running = RunningNode(config)
