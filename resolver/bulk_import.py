@@ -199,7 +199,7 @@ async def _run(store: Store, options: ImportOptions, report: ImportReport,
     parsing: deque[asyncio.Future[tuple[ParsedChunk, float]]] = deque()
     batch: list[StoredRecord] = []
     storing: asyncio.Task[None] | None = None
-    last_progress = time.perf_counter()
+    last_progress, last_imported = time.perf_counter(), 0
 
     async def timed_load(records: list[StoredRecord]) -> None:
         started = time.perf_counter()
@@ -216,7 +216,7 @@ async def _run(store: Store, options: ImportOptions, report: ImportReport,
         batch = []
 
     async def collect() -> None:
-        nonlocal last_progress
+        nonlocal last_progress, last_imported
         chunk, cpu = await parsing.popleft()
         report.parse_cpu += cpu
         report.lines += chunk.lines
@@ -227,10 +227,12 @@ async def _run(store: Store, options: ImportOptions, report: ImportReport,
             await store_batch()
         now = time.perf_counter()
         if options.progress_every and now - last_progress >= options.progress_every:
-            last_progress = now
+            recent = (report.imported - last_imported) / (now - last_progress)
+            last_progress, last_imported = now, report.imported
             elapsed = now - report.started
-            print(f"... {report.imported} imported, {report.lines} lines read, "
-                  f"{report.imported / elapsed:,.0f}/s", file=sys.stderr, flush=True)
+            print(f"... {elapsed:.0f} s: {report.imported} imported, {report.lines} lines read, "
+                  f"{report.imported / elapsed:,.0f}/s overall, {recent:,.0f}/s lately",
+                  file=sys.stderr, flush=True)
 
     try:
         for data, first_line in chunks:
