@@ -32,7 +32,7 @@ input order among equal keys: a later line for a handle replaces it.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
@@ -210,31 +210,42 @@ class RecordParser:
         return ParsedChunk(records, errors, len(lines))
 
     def csv_chunk(self, data: bytes, first_line: int, layout: CsvLayout) -> ParsedChunk:
-        """Whole rows of CSV (no header), every handle's rows inside this chunk."""
+        """Whole rows of CSV (no header), every handle's rows inside this chunk.
+        A handle with any bad row is refused whole, never stored in part."""
         records: list[StoredRecord] = []
         errors: list[tuple[int, str]] = []
-        lines = _decoded_lines(data, first_line, errors)
+        lines, undecodable = _decoded_lines(data, first_line, errors)
         group: list[list[str]] = []
         group_handle: str | None = None
-        group_line = first_line
+        group_line, group_bad = first_line, False
 
         def flush() -> None:
-            if group_handle is None:
+            if group_handle is None or group_bad:
                 return
             try:
                 records.append((self.key(group_handle), self._csv_record(group, layout)))
             except HandleError as exc:
                 errors.append((group_line, exc.message or type(exc).__name__))
 
-        for number, row in _csv_rows(lines, first_line, errors):
-            if len(row) != layout.width:
-                errors.append((number, f"expected {layout.width} columns, got {len(row)}"))
-                continue
-            handle = row[layout.handle]
+        for number, line in enumerate(lines, first_line):
+            row, problem = _csv_row(line)
+            if row is None and problem is None:
+                continue  # blank
+            if row is not None and len(row) != layout.width:
+                problem = f"expected {layout.width} columns, got {len(row)}"
+            fits = row is not None and problem is None
+            handle = row[layout.handle] if fits else layout.handle_of(line)  # type: ignore[index]
             if handle != group_handle:
                 flush()
-                group, group_handle, group_line = [], handle, number
-            group.append(row)
+                group, group_handle, group_line, group_bad = [], handle, number, False
+            if number in undecodable:
+                group_bad = True  # reported already
+            elif problem is not None:
+                errors.append((number, problem))
+                group_bad = True
+            else:
+                assert row is not None
+                group.append(row)
         flush()
         errors.sort()
         records.sort(key=_by_key)
@@ -301,10 +312,10 @@ class CsvLayout:
         the last handle are returned as the tail, to go with the next chunk."""
         end = len(data) - 1 if data.endswith(b"\n") else len(data)
         cut = data.rfind(b"\n", 0, end) + 1  # start of the last line
-        last = self._handle_of(data[cut:end])
+        last = self.handle_of(data[cut:end].decode(errors="replace"))
         while cut > 0:
             previous = data.rfind(b"\n", 0, cut - 1) + 1
-            if self._handle_of(data[previous : cut - 1]) != last:
+            if self.handle_of(data[previous : cut - 1].decode(errors="replace")) != last:
                 break
             cut = previous
         return data[:cut], data[cut:]
@@ -329,49 +340,56 @@ class CsvLayout:
         return (number, type_, data, seconds, False, 0, _PERMS)
 
     def value_object(self, row: list[str]) -> dict[str, Any]:
-        """The row as a REST value object, for the general decoder."""
+        """The row as a REST value object, for the general decoder. Numbers go
+        in as numbers where they parse (a text ttl would be an absolute time)."""
         fmt = "string" if self.format is None else row[self.format] or "string"
         value: dict[str, Any] = {
-            "index": row[self.index],
+            "index": _number(row[self.index]),
             "type": row[self.type],
             "data": {"format": fmt, "value": row[self.data]},
         }
         if self.ttl is not None and row[self.ttl]:
-            value["ttl"] = row[self.ttl]
+            value["ttl"] = _number(row[self.ttl])
         return value
 
-    def _handle_of(self, line: bytes) -> bytes | None:
+    def handle_of(self, line: str) -> str:
+        """The handle column of a line, read loosely: also from a malformed row,
+        so its handle's other rows can be told apart."""
         try:
-            row = next(csv.reader([line.decode()]))
-        except (UnicodeDecodeError, StopIteration, csv.Error):
-            return None
-        return row[self.handle].encode() if len(row) > self.handle else None
+            row = next(csv.reader([line.rstrip("\r")]))
+        except (StopIteration, csv.Error):
+            row = [field.strip('"') for field in line.split(",")]
+        return row[self.handle] if len(row) > self.handle else ""
 
 
-def _csv_rows(
-    lines: list[str], first_line: int, errors: list[tuple[int, str]]
-) -> Iterable[tuple[int, list[str]]]:
-    reader = csv.reader(lines, strict=True)
-    consumed = 0
-    while True:
+def _number(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _csv_row(line: str) -> tuple[list[str] | None, str | None]:
+    """(fields, None), (None, problem), or (None, None) for a blank line. A plain
+    split unless the line has quotes (RFC 4180); a quote still open at the end
+    of the line is an error, not a field running on to the next."""
+    line = line.rstrip("\r")
+    if '"' not in line:
+        row = line.split(",")
+    else:
         try:
-            row = next(reader)
-        except StopIteration:
-            return
+            row = next(csv.reader([line], strict=True))
         except csv.Error as exc:
-            errors.append((first_line + reader.line_num - 1, f"malformed CSV: {exc}"))
-            consumed = reader.line_num
-            continue
-        number = first_line + consumed
-        if reader.line_num - consumed != 1:
-            errors.append((number, "a quoted field runs over a line break"))
-        elif row and any(row):
-            yield number, row
-        consumed = reader.line_num
+            return None, f"malformed CSV: {exc}"
+    return (row, None) if any(row) else (None, None)
 
 
-def _decoded_lines(data: bytes, first_line: int, errors: list[tuple[int, str]]) -> list[str]:
-    """The chunk's lines as text; a line that is not UTF-8 is reported and left blank."""
+def _decoded_lines(
+    data: bytes, first_line: int, errors: list[tuple[int, str]]
+) -> tuple[list[str], set[int]]:
+    """The chunk's lines as text, and the numbers of those that are not UTF-8
+    (reported, and decoded with replacement characters to find their handle)."""
+    bad: set[int] = set()
     try:
         lines = data.decode().split("\n")
     except UnicodeDecodeError:
@@ -381,7 +399,8 @@ def _decoded_lines(data: bytes, first_line: int, errors: list[tuple[int, str]]) 
                 lines.append(raw.decode())
             except UnicodeDecodeError as exc:
                 errors.append((number, f"not UTF-8: {exc.reason}"))
-                lines.append("")
+                bad.add(number)
+                lines.append(raw.decode(errors="replace"))
     if lines and not lines[-1]:
         lines.pop()
-    return lines
+    return lines, bad
