@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from itertools import islice
 from math import gcd
 from typing import IO
 
@@ -117,13 +118,17 @@ def csv_rows(prefix: str, serial: int) -> str:
     )
 
 
-def generate(out: IO[bytes], prefixes: list[str], count: int, fmt: str, order: str) -> None:
+def generate(out: IO[bytes], prefixes: list[str], count: int, fmt: str, order: str,
+             start: int = 0) -> None:
+    """Write the set; ``start`` skips its first identifiers (to resume a build)."""
     if fmt == "csv":
         out.write(CSV_HEADER.encode())
     share, rest = divmod(count, len(prefixes))
     block: list[str] = []
     for number, prefix in enumerate(sorted(prefixes)):
-        serials = _serials(share + (number < rest), order)
+        size = share + (number < rest)
+        skip, start = min(start, size), max(0, start - size)
+        serials = islice(_serials(size, order), skip, None)
         lines = (_jsonl_lines(prefix, serials) if fmt == "jsonl"
                  else (csv_rows(prefix, serial) for serial in serials))
         for line in lines:
@@ -143,16 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     parser.add_argument("--order", choices=("sorted", "scattered"), default="sorted")
     parser.add_argument("--output", default="-", help="file, or - for stdout")
+    parser.add_argument("--start", type=int, default=0,
+                        help="skip the first N identifiers of the set (resume a stopped build)")
     args = parser.parse_args(argv)
     prefixes = [parse_prefix(p.strip()) for p in args.prefixes.split(",") if p.strip()]
     if not prefixes or args.count < 0:
         parser.error("need at least one prefix and a count >= 0")
     try:
         if args.output == "-":
-            generate(sys.stdout.buffer, prefixes, args.count, args.format, args.order)
+            generate(sys.stdout.buffer, prefixes, args.count, args.format, args.order,
+                     args.start)
         else:
             with open(args.output, "wb") as f:
-                generate(f, prefixes, args.count, args.format, args.order)
+                generate(f, prefixes, args.count, args.format, args.order, args.start)
     except BrokenPipeError:  # the reader stopped (e.g. import aborted on a bad line)
         return 1
     return 0
