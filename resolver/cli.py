@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+    p.add_argument("--sqlite-mmap", type=_size, default=_DEFAULTS.sqlite_mmap_bytes,
+                   metavar="BYTES", help="memory-map up to this much of the store for lookups "
+                                         "(e.g. 32G; default 0 = off)")
 
     p = sub.add_parser("resolve", help="resolve a handle (HTTP, or the binary Handle protocol)")
     p.add_argument("handle")
@@ -210,6 +213,7 @@ def _run(args: argparse.Namespace) -> int:
                 tls_cert=args.tls_cert, tls_key=args.tls_key,
                 allow_insecure_auth=args.allow_insecure_auth,
                 server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
+                sqlite_mmap_bytes=args.sqlite_mmap,
                 quotas=tuple(args.quota),
             )
         )

@@ -38,7 +38,8 @@ def open_store(config: NodeConfig) -> Store:
     """The backend named by ``--store``: a file path means the embedded SQLite store."""
     if "://" in config.store:
         raise ValueError(f"Unsupported store URL {config.store!r}: give a file path")
-    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous)
+    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous,
+                       mmap_mb=config.sqlite_mmap_bytes >> 20)
 
 
 class Node:
