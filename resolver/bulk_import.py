@@ -68,12 +68,15 @@ class ImportReport:
     parse_cpu: float = 0.0  # CPU seconds the parsers spent, summed over processes
     store_seconds: float = 0.0  # wall time with a batch being written (one at a time)
     started: float = field(default_factory=time.perf_counter)
+    cpu_started: float = field(default_factory=time.process_time)
 
     def summary(self) -> str:
         wall = time.perf_counter() - self.started
         rate = self.imported / wall if wall > 0 else 0.0
+        own_cpu = time.process_time() - self.cpu_started
         return (f"imported {self.imported} handles in {wall:.1f} s ({rate:,.0f}/s); "
-                f"parse {self.parse_cpu:.1f} CPU-s, store {self.store_seconds:.1f} s"
+                f"parse {self.parse_cpu:.1f} CPU-s, store {self.store_seconds:.1f} s "
+                f"(this process {own_cpu:.1f} CPU-s: reading, sorting, SQLite)"
                 + (f"; {self.bad_lines} bad lines skipped" if self.bad_lines else ""))
 
 
