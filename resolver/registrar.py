@@ -126,6 +126,7 @@ class Registrar:
         values = self._prepare(values)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
+        await self._templated(identity, handle, _overlay(old, values))
         created = await self._store.add_values(handle.key, values, overwrite=overwrite)
         self._cache.invalidate(handle.key)
         return created
@@ -143,6 +144,7 @@ class Registrar:
         if missing:
             raise ValuesNotFound(f"No value at index {missing[0]}")
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
+        await self._templated(identity, handle, _overlay(old, values))
         await self._store.add_values(handle.key, values, overwrite=True)
         self._cache.invalidate(handle.key)
 
@@ -153,6 +155,8 @@ class Registrar:
         self._charge(identity, handle)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_removal(old, indexes), old)
+        gone = set(indexes)
+        await self._templated(identity, handle, [v for v in old if v.index not in gone])
         await self._store.remove_values(handle.key, indexes)
         self._cache.invalidate(handle.key)
 
@@ -406,3 +410,9 @@ class Registrar:
         return admin_records(await self._record_of(prefix_handle(handle.prefix)) or ())
 
 
+
+
+def _overlay(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[HandleValue]:
+    """The record ``old`` becomes once ``new`` adds or replaces its indexes."""
+    replaced = {v.index for v in new}
+    return [v for v in old if v.index not in replaced] + list(new)
