@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from multiprocessing import get_context
 from typing import IO, Literal
 
@@ -177,13 +178,16 @@ async def import_file(store_path: str, options: ImportOptions) -> int:
         async with opened(store_path) as store:
             homed = frozenset(await store.homed_prefixes())
             parser_args = (store_path, options.format, layout, homed)
+            chunks = _chunks(source, layout, first_line)
+            # Input of one chunk is parsed here: starting a process costs more.
+            ahead = list(islice(chunks, 2))
             pool: Executor | None = None
-            if options.jobs > 0:
+            if options.jobs > 0 and len(ahead) > 1:
                 # spawn, not fork: this process already runs the SQLite writer thread.
                 pool = ProcessPoolExecutor(options.jobs, mp_context=get_context("spawn"),
                                            initializer=_worker_start, initargs=parser_args)
             try:
-                await _run(store, options, report, _chunks(source, layout, first_line),
+                await _run(store, options, report, chain(ahead, chunks),
                            pool, _Parser(*parser_args) if pool is None else None)
             finally:
                 if pool is not None:

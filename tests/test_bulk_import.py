@@ -34,7 +34,8 @@ def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("tiny_chunks")
-def test_csv_handles_never_split_across_chunks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [0, 2])
+def test_csv_handles_never_split_across_chunks(tmp_path: Path, jobs: int) -> None:
     store = tmp_path / "s.db"
     asyncio.run(_homed_store(store))
     rows = ["handle,index,type,data"]
@@ -42,7 +43,7 @@ def test_csv_handles_never_split_across_chunks(tmp_path: Path) -> None:
         rows += [f"88.100.1/h{n},{i},T,value-{n}-{i}" for i in range(1, 1 + n % 4 + 1)]
     source = tmp_path / "in.csv"
     source.write_text("\n".join(rows) + "\n")
-    asyncio.run(import_file(str(store), ImportOptions(str(source), "csv", batch=7, jobs=0)))
+    asyncio.run(import_file(str(store), ImportOptions(str(source), "csv", batch=7, jobs=jobs)))
     records = _records(store)
     assert len(records) == 40
     for n in range(40):
