@@ -459,6 +459,9 @@ class SQLiteStore(Store):
         # already); only the answer is dropped.
         return await (await self._enqueue(fn))
 
+    async def _write_weighted(self, fn: Callable[[sqlite3.Connection], Any], weight: int) -> Any:
+        return await (await self._enqueue(fn, weight))
+
     # Single writes encode on the caller's side, so a value that cannot be
     # stored fails before it is queued. put_many encodes in the writer
     # thread instead: a 10k-item chunk is ~30 ms of CPU, which must not run
@@ -517,6 +520,14 @@ class SQLiteStore(Store):
             raise
         parts = await asyncio.gather(*futures)
         return [result for part in parts for result in part]
+
+    async def load_records(self, records: Sequence[tuple[str, bytes]]) -> None:
+        """One writer operation, so one transaction however large the batch:
+        the multi-row upsert of ``put_many`` without its existence probe or
+        encoding (the bytes are stored as given). All or nothing."""
+        rows = records if isinstance(records, list) else list(records)
+        if rows:
+            await self._write_weighted(lambda conn: _upsert_rows(conn, rows), len(rows))
 
     async def home_prefix(self, prefix: str) -> bool:
         sql = "INSERT INTO prefixes(prefix) VALUES (?) ON CONFLICT DO NOTHING"

@@ -22,7 +22,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from protocol.codes import RC
-from protocol.errors import HandleError
+from protocol.errors import HandleError, MalformedMessage
+from protocol.record_msgpack import decode_record
 from protocol.values import HandleValue
 
 Record = tuple[HandleValue, ...]
@@ -177,6 +178,27 @@ class Store(ABC):
     @abstractmethod
     async def put_many(self, items: Sequence[PutItem]) -> list[PutResult]:
         """Write a batch in as few transactions as the backend can; one result per item."""
+
+    async def load_records(self, records: Sequence[tuple[str, bytes]]) -> None:
+        """Bulk load: create or replace each ``(key, record)``, the record already
+        encoded by ``protocol.record_msgpack`` (``idnode import`` encodes in its
+        parse processes). Sorted keys suit every backend's index best; a key
+        repeated in ``records`` ends with its last record.
+
+        Raises StoreError if the batch could not be written. This default goes
+        through ``put_many``; a backend may write the bytes as they are, in one
+        transaction per call.
+        """
+        items = []
+        for key, blob in records:
+            try:
+                values = decode_record(blob)
+            except MalformedMessage as exc:
+                raise StoreError(f"record of {key!r} is not a stored record: {exc}") from exc
+            items.append(PutItem(key, values))
+        for item, result in zip(items, await self.put_many(items), strict=True):
+            if isinstance(result, HandleError):
+                raise StoreError(f"{item.key}: {result.message or result.rc!r}")
 
     @abstractmethod
     async def list_handles(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO
 
 import orjson
 
-from protocol import rest_json, snms
+from protocol import snms
 from protocol.errors import HandleError
 from protocol.identifier import parse_handle, parse_prefix, prefix_handle
 from protocol.values import (
@@ -23,13 +21,12 @@ from protocol.values import (
     AdminRecord,
     HandleValue,
     ValueReference,
-    check_record,
     encode_admin,
     encode_vlist,
 )
 from registry.credentials import SecretSealer, generate_secret, load_master_key
 from registry.sqlite_store import SQLiteStore
-from registry.store import Account, PutItem, Store
+from registry.store import Account, Store
 from resolver.applications import PREFIXLESS_ROLES, ApplicationDesk, application_json
 from resolver.auth import Identity
 
@@ -285,72 +282,3 @@ async def reporter_add(store_path: str, prefix_text: str, secret: str | None) ->
 def sealer_for(store_path: str) -> SecretSealer:
     """The sealer of the node that will serve ``store_path`` (creates its master key)."""
     return SecretSealer(load_master_key(store_path))
-
-
-def parse_jsonl_line(line: bytes, seal: Callable[[bytes], bytes]) -> PutItem:
-    """One export line: ``{"handle": "...", "values": [...]}`` (Handle REST value JSON)."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise CommandError(f"malformed JSON: {exc}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("handle"), str):
-        raise CommandError('each line needs {"handle": ..., "values": [...]}')
-    handle = parse_handle(obj["handle"])
-    values = [rest_json.decode_value_object(v) for v in obj.get("values") or []]
-    check_record(values)
-    return PutItem(handle.key, [_sealed(v, seal) if v.type == HS_SECKEY else v for v in values])
-
-
-def _sealed(value: HandleValue, seal: Callable[[bytes], bytes]) -> HandleValue:
-    return dataclasses.replace(
-        value, data=seal(value.data), permissions=value.permissions & SECRET_PERMS
-    )
-
-
-async def import_jsonl(store_path: str, file: str, batch: int) -> int:
-    source: IO[bytes] = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
-    imported = 0
-    seal = sealer_for(store_path).seal
-    async with opened(store_path) as store:
-        homed = set(await store.homed_prefixes())
-        pending: list[PutItem] = []
-        with source:
-            for number, line in enumerate(source, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = parse_jsonl_line(line, seal)
-                except (CommandError, HandleError) as exc:
-                    message = exc.message if isinstance(exc, HandleError) else exc
-                    raise CommandError(f"{file}:{number}: {message}") from None
-                prefix = item.key.partition("/")[0]
-                if prefix not in homed:
-                    raise CommandError(f"{file}:{number}: prefix {prefix} is not homed here")
-                pending.append(item)
-                if len(pending) >= batch:
-                    imported += await _flush(store, pending)
-            imported += await _flush(store, pending)
-    print(f"imported {imported} handles", file=sys.stderr)
-    return 0
-
-
-async def _flush(store: Store, pending: list[PutItem]) -> int:
-    if not pending:
-        return 0
-    results = await store.put_many(pending)
-    for item, result in zip(pending, results, strict=True):
-        if isinstance(result, HandleError):
-            raise CommandError(f"{item.key}: {result.message or result.rc!r}")
-    count = len(pending)
-    pending.clear()
-    return count
-
-
-async def export_jsonl(store_path: str, prefix: str | None, output: str) -> int:
-    sink: IO[bytes] = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
-    with sink:
-        async with opened(store_path) as store:
-            async for key, values in store.iter_records(parse_prefix(prefix) if prefix else None):
-                line = {"handle": key, "values": [rest_json.value_to_json(v) for v in values]}
-                sink.write(orjson.dumps(line) + b"\n")
-    return 0

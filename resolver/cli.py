@@ -12,7 +12,7 @@
     idnode simulate [--secondaries N] [--enterprises E] [--ids-per-enterprise K] [--seed S]
     idnode account add USERNAME --prefix 88.100.1 [--password P] | revoke USERNAME
     idnode application list|approve ID --parent 88.118|reject ID --reason R
-    idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
+    idnode import   --store PATH FILE.jsonl|FILE.csv|-   idnode export --store PATH [--prefix P]
     idnode bench    run|compare|worker|... (load tests: python -m bench.runner)
 """
 
@@ -28,7 +28,7 @@ from typing import NoReturn
 
 import aiohttp
 
-from resolver import admin_tasks, client, trace
+from resolver import admin_tasks, bulk_import, client, trace
 from resolver.config import DEFAULT_STORE, NodeConfig
 from resolver.roles import ROLES
 
@@ -44,6 +44,13 @@ def _size(text: str) -> int:
     if text and text[-1] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(text)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="request body bytes (batches: 32M); more get 413")
     p.add_argument("--write-queue", type=int, default=_DEFAULTS.write_queue,
                    help="queued store writes; past it writes fail at once with RC 3 / 503")
+    p.add_argument("--sqlite-mmap", type=_size, default=_DEFAULTS.sqlite_mmap_bytes,
+                   metavar="BYTES", help="memory-map up to this much of the store for lookups "
+                                         "(e.g. 32G; default 0 = off)")
     r = p.add_argument_group("recursive role")
     r.add_argument("--top-level", action="append", default=[], metavar="HOST:PORT",
                    help="binary Handle endpoint of the top-level node (repeatable)")
@@ -231,15 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--secret", help="generated and printed once if omitted")
     ra.add_argument("--store", default=str(DEFAULT_STORE))
 
-    p = sub.add_parser("import", help="bulk-load handles from JSONL into a store")
-    p.add_argument("file", help="JSONL: {\"handle\": ..., \"values\": [...]} per line; - = stdin")
+    p = sub.add_parser("import", help="bulk-load handles from JSONL or CSV into a store")
+    p.add_argument("file", help="JSONL ({\"handle\": ..., \"values\": [...]} per line) or CSV "
+                                "(handle,index,type,data[,format][,ttl] rows); - = stdin")
     p.add_argument("--store", default=str(DEFAULT_STORE))
-    p.add_argument("--batch", type=int, default=5000)
+    p.add_argument("--format", choices=("jsonl", "csv"),
+                   help="input format (default: csv for *.csv, else jsonl)")
+    p.add_argument("--batch", type=_positive, default=100_000,
+                   help="identifiers per transaction (default 100000)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="parse processes (default: cores - 1, at least 1; 0 = parse inline)")
+    p.add_argument("--skip-errors", action="store_true",
+                   help="report bad lines and import the rest (default: stop at the first)")
+    p.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between progress lines on stderr (0 = none)")
 
-    p = sub.add_parser("export", help="stream a store's handles as JSONL")
+    p = sub.add_parser("export", help="stream a store's handles as JSONL or CSV")
     p.add_argument("--store", default=str(DEFAULT_STORE))
     p.add_argument("--prefix")
     p.add_argument("--output", default="-")
+    p.add_argument("--format", choices=("jsonl", "csv"),
+                   help="output format (default: csv for *.csv, else jsonl)")
 
     # Only for --help: main() hands `idnode bench ...` to the bench runner untouched.
     sub.add_parser("bench", help="load tests (python -m bench.runner; needs the bench extra)",
@@ -353,6 +375,7 @@ def _run(args: argparse.Namespace) -> int:
             server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
             max_inflight=args.max_inflight, shed_lag=args.shed_lag, max_body=args.max_body,
             write_queue=args.write_queue,
+            sqlite_mmap_bytes=args.sqlite_mmap,
             quotas=tuple(args.quota), top_level=tuple(args.top_level),
             upstream_timeout=args.upstream_timeout, stale_window=args.stale_window,
             home_at=args.home_at, home_auth=args.home_auth, home_secret=args.home_secret,
@@ -397,9 +420,15 @@ def _run(args: argparse.Namespace) -> int:
     if command == "reporter":
         return asyncio.run(admin_tasks.reporter_add(args.store, args.prefix, args.secret))
     if command == "import":
-        return asyncio.run(admin_tasks.import_jsonl(args.store, args.file, args.batch))
+        options = bulk_import.ImportOptions(
+            file=args.file, format=bulk_import.format_for(args.file, args.format),
+            batch=args.batch, jobs=bulk_import.default_jobs() if args.jobs is None else args.jobs,
+            skip_errors=args.skip_errors, progress_every=args.progress,
+        )
+        return asyncio.run(bulk_import.import_file(args.store, options))
     if command == "export":
-        return asyncio.run(admin_tasks.export_jsonl(args.store, args.prefix, args.output))
+        fmt = bulk_import.format_for(args.output, args.format)
+        return asyncio.run(bulk_import.export_file(args.store, args.prefix, args.output, fmt))
     if command == "resolve":
         if args.udp or args.tcp:
             return asyncio.run(client.resolve_binary(args))

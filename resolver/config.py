@@ -34,6 +34,9 @@ class NodeConfig:
     # "index:handle" identities allowed everything on this node.
     server_admins: tuple[str, ...] = field(default=())
     sqlite_synchronous: str = "NORMAL"
+    # SQLite memory-maps this much of the store file (0 = off): lookups read
+    # pages straight from the OS page cache, without a read() each (bench/README.md).
+    sqlite_mmap_bytes: int = 0
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
     # Secondary node: enterprise prefixes are allocated as <parent>.<n> on approval.

@@ -57,6 +57,7 @@ def open_store(config: NodeConfig) -> Store:
         announces_writes=True,
         max_pending=config.write_queue,
         busy_when_full=True,  # a node sheds writes past the bound (RC 3); tools wait
+        mmap_mb=config.sqlite_mmap_bytes >> 20,
     )
 
 

@@ -24,6 +24,7 @@ from protocol.errors import (
     ValueAlreadyExists,
     ValuesNotFound,
 )
+from protocol.record_msgpack import encode_record
 from protocol.values import HandleValue, ValueReference
 from registry.store import (
     Account,
@@ -275,6 +276,33 @@ async def test_put_many_large_batch(store: Store) -> None:
     assert await store.count_handles("88.100") == n
     assert await store.get("88.100/012344") == (url(1, "https://e.com/12344"),)
     assert await store.get("88.100/000007") == (url(1, "https://e.com/7"),)
+
+
+# -- load_records (bulk load of encoded records) --------------------------------------
+
+
+@pytest.mark.parametrize("default", [False, True], ids=["backend", "contract-default"])
+async def test_load_records_creates_and_replaces(store: Store, default: bool) -> None:
+    load = (lambda recs: Store.load_records(store, recs)) if default else store.load_records
+    await store.put("88.100/OLD", RECORD)
+    await load([
+        ("88.100/A", encode_record([url(1, "first")])),
+        ("88.100/OLD", encode_record([url(1, "replaced")])),
+        ("88.100/A", encode_record([url(1, "second"), url(2, "x")])),  # the last one wins
+    ])
+    await load([])
+    assert await store.get("88.100/A") == (url(1, "second"), url(2, "x"))
+    assert await store.get("88.100/OLD") == (url(1, "replaced"),)
+    assert await store.count_handles("88.100") == 2
+
+
+async def test_load_records_large_batch_in_one_call(store: Store) -> None:
+    n = 25_000  # more than put_many's chunk
+    await store.load_records(
+        [(f"88.100/{i:06d}", encode_record([url(1, f"https://e.com/{i}")])) for i in range(n)]
+    )
+    assert await store.count_handles("88.100") == n
+    assert await store.get("88.100/024999") == (url(1, "https://e.com/24999"),)
 
 
 # -- listing -------------------------------------------------------------------------

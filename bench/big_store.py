@@ -1,0 +1,172 @@
+"""Hot vs cold resolution against one node serving a large store, in one run.
+
+    python -m bench.big_store --store /work/bigstore/ids.db --count 100000000 \\
+        --prefixes 88.100.1,88.100.2,88.100.3,88.100.4 --seconds 30
+
+The store holds the set ``bench.gen_ids`` writes for the same ``--count`` and
+``--prefixes``. One node (``idnode serve``) is started on it, then wrk (C, one
+connection set, Lua picks each request's identifier):
+
+- **hot**: uniform over ``--hot-set`` identifiers spread over the store, after a
+  warm-up pass: every reply comes from the node's cache;
+- **cold**: uniform over all ``--count`` identifiers: with 100M and a 256 MiB
+  cache, nearly every request is a cache miss and a store lookup whose pages are
+  rarely in SQLite's page cache (64 MiB), and often not in the OS's either.
+
+Every request must return 200 (all identifiers exist): a non-2xx count is a
+failed run. The node's RSS (VmRSS, and VmHWM, its peak) is read from /proc at
+start, after the hot run and after the cold run. Results go to stdout and
+``--output`` as JSON. The machine may be shared: the report says how loaded it
+was (load average before and after), which bounds what the absolute rates mean;
+the ratio cold/hot is measured within the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.processes import cpu_seconds, free_port, idnode, listening
+from bench.wrk_load import require_wrk, run_wrk
+from protocol.identifier import parse_prefix
+
+
+def lua_random_get(prefixes: list[str], count: int, serials: int | None, seed: int) -> str:
+    """GET ``/api/handles/<prefix>/E<serial>`` at random: uniform over the whole set
+    (``serials`` None) or over ``serials`` identifiers spread evenly over it."""
+    share = count // len(prefixes)
+    names = ",".join(f'"{p}"' for p in prefixes)
+    pick = ("local n = math.random(0, total - 1)" if serials is None
+            else f"local n = math.random(0, {serials - 1}) * math.floor(total / {serials})")
+    return (
+        f"local prefixes = {{{names}}}\nlocal share = {share}\n"
+        f"local total = {share * len(prefixes)}\n"
+        f"math.randomseed({seed})\n"
+        "request = function()\n"
+        f"  {pick}\n"
+        "  local p = math.floor(n / share)\n"
+        '  return wrk.format("GET", string.format("/api/handles/%s/E%010d", prefixes[p + 1],'
+        " n - p * share))\nend\n"
+    )
+
+
+def rss(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (its peak), RssAnon (private memory) and RssFile (mapped file
+    pages, e.g. the store with --sqlite-mmap: the OS's page cache) in bytes."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            fields[name] = int(value.split()[0]) * 1024
+    return fields
+
+
+def cached_share(paths: list[Path]) -> float | None:
+    """Share of the store's bytes in the OS page cache (fincore), or None."""
+    import shutil
+    import subprocess
+
+    if shutil.which("fincore") is None:
+        return None
+    out = subprocess.run(["fincore", "-b", "-n", "-o", "RES,SIZE", *map(str, paths)],
+                         capture_output=True, text=True, check=False).stdout.split()
+    res = sum(int(x) for x in out[0::2])
+    size = sum(int(x) for x in out[1::2])
+    return res / size if size else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.big_store", description=__doc__)
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--prefixes", default="88.100.1")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--hot-set", type=int, default=1000)
+    parser.add_argument("--cache-size", default="256M", help="the node's --cache-size")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sqlite-mmap", default=None,
+                        help="the node's --sqlite-mmap (e.g. 32G); default: the node's (off)")
+    parser.add_argument("--output", type=Path, default=None, help="JSON result file")
+    args = parser.parse_args()
+    require_wrk()
+    prefixes = sorted(parse_prefix(p) for p in args.prefixes.split(",") if p.strip())
+    work = Path(tempfile.mkdtemp(prefix="idnode-bigstore-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    files = [p for p in (args.store, Path(f"{args.store}-wal")) if p.exists()]
+    result: dict[str, object] = {
+        "store": str(args.store), "count": args.count, "prefixes": prefixes,
+        "store_bytes": sum(p.stat().st_size for p in files),
+        "seconds": args.seconds, "connections": args.connections, "hot_set": args.hot_set,
+        "cache_size": args.cache_size, "sqlite_mmap": args.sqlite_mmap, "cpu_count": os.cpu_count(),
+        "load_before": os.getloadavg(), "os_cached_before": cached_share(files),
+    }
+    argv = idnode("serve", "--store", str(args.store), "--port", str(port),
+                  "--no-handle-protocol", "--cache-size", args.cache_size,
+                  "--log-level", "WARNING",
+                  *(("--sqlite-mmap", args.sqlite_mmap) if args.sqlite_mmap else ()))
+    with listening(argv, port, work / "node.log") as node:
+        with urllib.request.urlopen(f"{url}/api/handles/{prefixes[0]}/E0000000000") as reply:
+            assert reply.status == 200
+        result["rss_start"] = rss(node.pid)
+        scripts = {
+            "hot": lua_random_get(prefixes, args.count, args.hot_set, args.seed),
+            "cold": lua_random_get(prefixes, args.count, None, args.seed),
+        }
+        for name, lua in scripts.items():
+            script = work / f"{name}.lua"
+            script.write_text(lua)
+        # Warm-up: every hot identifier into the cache (3 passes' worth of requests).
+        warm_seconds = max(5.0, args.seconds / 3)
+        run_wrk(url, work / "hot.lua", seconds=warm_seconds, connections=args.connections,
+                cpu=None)
+        for name in ("hot", "cold"):
+            t0, cpu0 = time.time(), cpu_seconds(node.pid)
+            run = run_wrk(url, work / f"{name}.lua", seconds=args.seconds,
+                          connections=args.connections, cpu=None)
+            cpu1 = cpu_seconds(node.pid)
+            requests = run.requests_per_second * args.seconds
+            measured: dict[str, Any] = {
+                "requests_per_second": run.requests_per_second, "non_2xx": run.non_2xx,
+                "socket_errors": run.socket_errors, "latency_p50": run.latency_p50,
+                "latency_p99": run.latency_p99, "started": t0,
+                # Node CPU per request: what the machine's other load cannot change.
+                "node_cpu_us_per_request": (cpu1 - cpu0) / requests * 1e6
+                if cpu0 is not None and cpu1 is not None and requests else None,
+                "node_cpu_share": (cpu1 - cpu0) / args.seconds
+                if cpu0 is not None and cpu1 is not None else None,
+            }
+            result[name] = measured
+            memory = rss(node.pid)
+            result[f"rss_after_{name}"] = memory
+            print(f"{name}: {run.requests_per_second:,.0f} req/s, "
+                  f"{measured['node_cpu_us_per_request'] or 0:.0f} node CPU-us/request, "
+                  f"p50 {run.latency_p50}, "
+                  f"p99 {run.latency_p99}, non-2xx {run.non_2xx}, RSS "
+                  f"{memory['VmRSS'] / 2**20:.0f} MiB (anonymous {memory['RssAnon'] / 2**20:.0f})",
+                  flush=True)
+    hot, cold = result["hot"], result["cold"]
+    assert isinstance(hot, dict) and isinstance(cold, dict)
+    result["cold_over_hot"] = cold["requests_per_second"] / hot["requests_per_second"]
+    if hot["node_cpu_us_per_request"] and cold["node_cpu_us_per_request"]:
+        result["cold_over_hot_by_cpu"] = (hot["node_cpu_us_per_request"]
+                                          / cold["node_cpu_us_per_request"])
+    result["load_after"] = os.getloadavg()
+    result["os_cached_after"] = cached_share(files)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    if hot["non_2xx"] or cold["non_2xx"]:
+        raise SystemExit("some requests did not return 200: is the store built for this set?")
+
+
+if __name__ == "__main__":
+    main()
