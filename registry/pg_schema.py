@@ -133,8 +133,8 @@ async def migrate(conn: asyncpg.Connection, *, partitions: int = PARTITIONS) -> 
         for step in steps:
             if step.version <= version:
                 continue
-            for statement in step.statements:
-                await conn.execute(statement)
+            # One round trip for the whole step (the simple query protocol).
+            await conn.execute(";\n".join(step.statements))
             await conn.execute(
                 "INSERT INTO schema_version(version, description) VALUES ($1, $2)",
                 step.version, step.description,

@@ -26,6 +26,7 @@ deadlock each other.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from protocol.errors import (
 from protocol.record_msgpack import decode_record, encode_record
 from protocol.values import HandleValue
 from registry import pg_schema
+from registry.backends import POSTGRES_SCHEMES, redact_url
 from registry.record_edits import merge_values, without_indexes
 from registry.store import (
     Account,
@@ -56,8 +58,6 @@ from registry.store import (
 )
 
 T = TypeVar("T")
-
-URL_SCHEMES: Final = ("postgresql://", "postgres://")
 
 _GET: Final = "SELECT record FROM handles WHERE key = $1"
 _CREATE: Final = "INSERT INTO handles(key, record) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
@@ -144,15 +144,6 @@ def _prefix_range(prefix: str) -> tuple[str, str]:
     return prefix + "/", prefix + "0"
 
 
-def redact_url(url: str) -> str:
-    """The store URL without its password, for messages and logs."""
-    return re.sub(r"^(\w+://[^:/@]*):[^@/]*@", r"\1:***@", url)
-
-
-def is_postgres_url(location: str) -> bool:
-    return location.startswith(URL_SCHEMES)
-
-
 @dataclass(slots=True)
 class _KeyPlan:
     """Every item of one chunk with one key, folded: what to write in either case."""
@@ -184,14 +175,15 @@ class PostgresStore(Store):
         partitions: int = pg_schema.PARTITIONS,
         server_settings: dict[str, str] | None = None,
     ) -> None:
-        if not is_postgres_url(url):
+        if not url.startswith(POSTGRES_SCHEMES):
             raise ValueError(f"not a PostgreSQL URL: {redact_url(url)!r}")
         if min(min_size, max_size, bulk_chunk, partitions) < 1 or min_size > max_size:
             raise ValueError("pool sizes, bulk_chunk and partitions must be positive")
         self.url = url
         self.bulk_chunk = bulk_chunk
         self.partitions = partitions
-        self.applied_migrations: list[int] = []
+        self.applied_migrations: list[int] = []  # by open(), for `idnode migrate`
+        self.schema_version = pg_schema.SCHEMA_VERSION
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = command_timeout
@@ -342,8 +334,12 @@ class PostgresStore(Store):
                 yield key, _decode_stored(key, blob)
             if len(rows) < _SCAN_PAGE:
                 return
-            last = rows[-1][0]
-            rows = await self._read(lambda pool, k=last: pool.fetch(after, k, _SCAN_PAGE, *tail))
+            last: str = rows[-1][0]
+
+            def next_page(pool: asyncpg.Pool, k: str = last) -> Awaitable[list[Any]]:
+                return pool.fetch(after, k, _SCAN_PAGE, *tail)  # type: ignore[no-any-return]
+
+            rows = await self._read(next_page)
 
     # -- single writes ---------------------------------------------------------
     # Records are encoded on the caller's side, so a value that cannot be
@@ -416,7 +412,7 @@ class PostgresStore(Store):
                 encoded = await asyncio.to_thread(_encode_chunk, chunk)
             else:
                 encoded = _encode_chunk(chunk)
-            results.extend(await self._write(lambda conn, e=encoded: _put_chunk(conn, e)))
+            results.extend(await self._write(functools.partial(_put_chunk, encoded=encoded)))
         return results
 
     # -- prefixes served by this node ---------------------------------------------
@@ -554,7 +550,9 @@ def _results(
     return results
 
 
-async def _put_chunk(conn: asyncpg.Connection, encoded: list[_Encoded]) -> list[PutResult]:
+async def _put_chunk(
+    conn: asyncpg.Connection, *, encoded: list[_Encoded]
+) -> list[PutResult]:
     plans = _plan(encoded)
     if not plans:
         return _results(encoded, plans, set())
