@@ -117,10 +117,19 @@ def _map_error(exc: BaseException, closed: bool = False) -> HandleError:
         if state == "53100":
             return StoreError(f"PostgreSQL disk full: {exc}")
         return StoreError(f"PostgreSQL error {state or type(exc).__name__}: {exc}")
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
-        # Connection refused or lost, timeouts, a connection broken mid-query.
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError
+                  | asyncpg.InternalClientError):
+        # Connection refused or lost, timeouts, a connection broken mid-query
+        # (asyncpg reports some of those as an internal protocol state error).
         return StoreBusy(f"PostgreSQL unreachable: {type(exc).__name__}: {exc}")
     return StoreError(f"PostgreSQL client error {type(exc).__name__}: {exc}")
+
+
+def _breaks_connection(exc: BaseException) -> bool:
+    """True when the connection may be unusable after ``exc`` (lost, timed out, confused)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "").startswith(("08", "57P"))
+    return True
 
 
 _DB_ERRORS: Final = (
@@ -192,6 +201,7 @@ class PostgresStore(Store):
             **(server_settings or {}),
             "synchronous_commit": "on",  # acknowledged = flushed to the WAL
         }
+        self._fast_release = True
         self._state = "new"  # new → open → closing → closed
         self._pool: asyncpg.Pool | None = None
         self._writes: set[asyncio.Task[Any]] = set()
@@ -219,6 +229,7 @@ class PostgresStore(Store):
                 max_size=self._max_size,
                 command_timeout=self._timeout,
                 server_settings=self._settings,
+                reset=self._reset_session if self._fast_release else None,
             )
         except _DB_ERRORS as exc:
             self._state = "closed"
@@ -258,6 +269,17 @@ class PostgresStore(Store):
             self._pool.terminate()
         self._state = "closed"
 
+    @staticmethod
+    async def _reset_session(conn: asyncpg.Connection) -> None:
+        """Released connections keep their session as is.
+
+        asyncpg's default reset runs ``RESET ALL; CLOSE ALL; UNLISTEN *;
+        pg_advisory_unlock_all()`` on every release: a second round trip per
+        get. Nothing here leaves session state behind (no SET, LISTEN, cursor,
+        session lock; the staging table drops at commit), and asyncpg still
+        rolls back a transaction left open, so there is nothing to reset.
+        """
+
     def _check_open(self) -> asyncpg.Pool:
         if self._state != "open" or self._pool is None:
             raise StoreClosed(f"{self!r} is not open ({self._state})")
@@ -265,38 +287,47 @@ class PostgresStore(Store):
 
     # -- plumbing --------------------------------------------------------------
 
-    async def _read(self, fn: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-        pool = self._check_open()
-        try:
-            return await fn(pool)
-        except _DB_ERRORS as exc:
-            raise _map_error(exc, closed=self._state != "open") from exc
+    async def _read(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        return await self._on_connection(self._check_open(), fn, writing=False)
 
     async def _write(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``fn`` on a pooled connection as its own task, shielded from the caller."""
         pool = self._check_open()
-        task = asyncio.ensure_future(self._on_connection(pool, fn))
+        task = asyncio.ensure_future(self._on_connection(pool, fn, writing=True))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         return await asyncio.shield(task)
 
     async def _on_connection(
-        self, pool: asyncpg.Pool, fn: Callable[[asyncpg.Connection], Awaitable[T]]
+        self, pool: asyncpg.Pool, fn: Callable[[asyncpg.Connection], Awaitable[T]],
+        *, writing: bool,
     ) -> T:
-        try:
-            async with pool.acquire() as conn:
-                return await fn(conn)
-        except _DB_ERRORS as exc:
-            raise _map_error(exc, closed=self._state == "closed") from exc
+        # A read that finds its pooled connection dead (server restarted, backend
+        # terminated) is tried again, each broken connection being replaced, so
+        # it succeeds even when every pooled one was dead; a write is not
+        # retried, as it may have committed before the connection broke.
+        attempts = 1 if writing else self._max_size + 1
+        while True:
+            attempts -= 1
+            try:
+                async with pool.acquire() as conn:
+                    try:
+                        return await fn(conn)
+                    except _DB_ERRORS as exc:
+                        if _breaks_connection(exc):
+                            conn.terminate()  # the pool replaces it instead of reusing it
+                        raise
+            except _DB_ERRORS as exc:
+                if attempts and _breaks_connection(exc) and self._state == "open":
+                    continue
+                # Reads are refused from close() on; accepted writes run until the pool closes.
+                closed = self._state == "closed" if writing else self._state != "open"
+                raise _map_error(exc, closed=closed) from exc
 
     # -- reads -----------------------------------------------------------------
 
     async def get(self, key: str) -> Record | None:
-        pool = self._check_open()
-        try:
-            blob = await pool.fetchval(_GET, key)
-        except _DB_ERRORS as exc:
-            raise _map_error(exc, closed=self._state != "open") from exc
+        blob = await self._read(lambda conn: conn.fetchval(_GET, key))
         return None if blob is None else _decode_stored(key, blob)
 
     async def list_handles(
@@ -306,15 +337,15 @@ class PostgresStore(Store):
             raise ValueError("offset and limit must not be negative")
         lo, hi = _prefix_range(prefix)
         sql = "SELECT key FROM handles WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3 OFFSET $4"
-        rows = await self._read(lambda pool: pool.fetch(sql, lo, hi, limit, offset))
+        rows = await self._read(lambda conn: conn.fetch(sql, lo, hi, limit, offset))
         return [row[0] for row in rows]
 
     async def count_handles(self, prefix: str | None = None) -> int:
         if prefix is None:
-            count = await self._read(lambda pool: pool.fetchval("SELECT count(*) FROM handles"))
+            count = await self._read(lambda conn: conn.fetchval("SELECT count(*) FROM handles"))
         else:
             sql = "SELECT count(*) FROM handles WHERE key >= $1 AND key < $2"
-            count = await self._read(lambda pool: pool.fetchval(sql, *_prefix_range(prefix)))
+            count = await self._read(lambda conn: conn.fetchval(sql, *_prefix_range(prefix)))
         return int(count)
 
     async def iter_records(self, prefix: str | None = None) -> AsyncIterator[tuple[str, Record]]:
@@ -328,7 +359,7 @@ class PostgresStore(Store):
         page = f"SELECT key, record FROM handles WHERE key {{}} $1{upper} ORDER BY key LIMIT $2"
         tail = () if hi is None else (hi,)
         first, after = page.format(">="), page.format(">")
-        rows = await self._read(lambda pool: pool.fetch(first, lo, _SCAN_PAGE, *tail))
+        rows = await self._read(lambda conn: conn.fetch(first, lo, _SCAN_PAGE, *tail))
         while True:
             for key, blob in rows:
                 yield key, _decode_stored(key, blob)
@@ -336,8 +367,8 @@ class PostgresStore(Store):
                 return
             last: str = rows[-1][0]
 
-            def next_page(pool: asyncpg.Pool, k: str = last) -> Awaitable[list[Any]]:
-                return pool.fetch(after, k, _SCAN_PAGE, *tail)  # type: ignore[no-any-return]
+            def next_page(conn: asyncpg.Connection, k: str = last) -> Awaitable[list[Any]]:
+                return conn.fetch(after, k, _SCAN_PAGE, *tail)  # type: ignore[no-any-return]
 
             rows = await self._read(next_page)
 
@@ -429,7 +460,7 @@ class PostgresStore(Store):
 
     async def homed_prefixes(self) -> list[str]:
         sql = "SELECT prefix FROM prefixes ORDER BY prefix"
-        return [row[0] for row in await self._read(lambda pool: pool.fetch(sql))]
+        return [row[0] for row in await self._read(lambda conn: conn.fetch(sql))]
 
     # -- SNMS accounts and templates ------------------------------------------------
     # Small tables: one statement per method. A new table goes into a new
@@ -437,7 +468,7 @@ class PostgresStore(Store):
 
     async def get_account(self, username: str) -> Account | None:
         sql = "SELECT prefix, role, secret_hash, generation FROM accounts WHERE username = $1"
-        row = await self._read(lambda pool: pool.fetchrow(sql, username))
+        row = await self._read(lambda conn: conn.fetchrow(sql, username))
         if row is None:
             return None
         return Account(username, row[0], row[1], bytes(row[2]), int(row[3]))
@@ -455,7 +486,7 @@ class PostgresStore(Store):
 
     async def get_template(self, prefix: str, version: str) -> str | None:
         sql = "SELECT document FROM templates WHERE prefix = $1 AND version = $2"
-        document = await self._read(lambda pool: pool.fetchval(sql, prefix.upper(), version))
+        document = await self._read(lambda conn: conn.fetchval(sql, prefix.upper(), version))
         return None if document is None else str(document)
 
     async def put_template(self, prefix: str, version: str, document: str) -> bool:
