@@ -42,12 +42,11 @@ from protocol.errors import (
     HandleError,
     HandleNotFound,
     MalformedMessage,
-    ValueAlreadyExists,
-    ValuesNotFound,
 )
 from protocol.record_msgpack import decode_record, encode_record
 from protocol.values import HandleValue
 from registry import sqlite_apps
+from registry.record_edits import merge_values, without_indexes
 from registry.store import (
     Account,
     Application,
@@ -829,30 +828,14 @@ def _w_put(conn: sqlite3.Connection, key: str, blob: bytes) -> bool:
 def _w_add_values(
     conn: sqlite3.Connection, key: str, values: Sequence[HandleValue], overwrite: bool
 ) -> bool:
-    current = _read_record(conn, key)
-    by_index = {v.index: v for v in current}
-    if not overwrite:
-        taken = sorted(v.index for v in values if v.index in by_index)
-        if taken:
-            raise ValueAlreadyExists(f"Handle {key} already has index {taken[0]}")
-    any_new = any(v.index not in by_index for v in values)
-    for v in values:
-        by_index[v.index] = v
-    # The merged record comes back in index order, as Handle.Net shows it
-    # (tests/test_rest_api.py relies on it); put() keeps the caller's order.
-    merged = [by_index[i] for i in sorted(by_index)]
+    merged, any_new = merge_values(key, _read_record(conn, key), values, overwrite)
     conn.execute(_UPDATE, (encode_record(merged), key))
     return any_new
 
 
 def _w_remove_values(conn: sqlite3.Connection, key: str, indexes: Sequence[int]) -> None:
-    current = _read_record(conn, key)
-    present = {v.index for v in current}
-    missing = sorted(set(indexes) - present)
-    if missing:
-        raise ValuesNotFound(f"Handle {key} has no value at index {missing[0]}")
-    drop = set(indexes)
-    conn.execute(_UPDATE, (encode_record([v for v in current if v.index not in drop]), key))
+    remaining = without_indexes(key, _read_record(conn, key), indexes)
+    conn.execute(_UPDATE, (encode_record(remaining), key))
 
 
 def _w_delete(conn: sqlite3.Connection, key: str) -> None:

@@ -10,6 +10,7 @@ DEFAULT_STORE = Path("var/idnode.db")
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
+    # A SQLite file path, or a postgresql:// URL (registry.backends).
     store: str = str(DEFAULT_STORE)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -34,6 +35,9 @@ class NodeConfig:
     # "index:handle" identities allowed everything on this node.
     server_admins: tuple[str, ...] = field(default=())
     sqlite_synchronous: str = "NORMAL"
+    # File holding the master key (registry.credentials.load_master_key): needed
+    # for a URL store, unless $IDNODE_MASTER_KEY is set; default <store>.key.
+    master_key: str | None = None
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
     # Secondary node: enterprise prefixes are allocated as <parent>.<n> on approval.

@@ -48,8 +48,13 @@ RECORD = (ADMIN, url(1, "https://example.com/a"), url(2, "https://example.com/b"
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return request.param  # type: ignore[no-any-return]
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    chosen: Backend = request.param
+    if chosen.require is not None:
+        await chosen.require()
+    yield chosen
+    if chosen.cleanup is not None:
+        await chosen.cleanup(tmp_path)
 
 
 @contextlib.asynccontextmanager
