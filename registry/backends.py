@@ -26,7 +26,7 @@ def open_store_at(
     """An unopened store: PostgreSQL for ``postgresql://``/``postgres://``, else a SQLite file.
 
     ``announces_writes``: the opener tells every cache of its own writes (a
-    node), so the SQLite store does not count them as unannounced.
+    node), so the store does not count them as unannounced.
     Raises ValueError for another URL scheme, or when asyncpg is not installed.
     """
     if location.startswith(POSTGRES_SCHEMES):
@@ -36,7 +36,7 @@ def open_store_at(
             raise ValueError(
                 "a PostgreSQL store needs asyncpg: pip install 'idnode[postgres]'"
             ) from exc
-        return PostgresStore(location)
+        return PostgresStore(location, announces_writes=announces_writes)
     if is_url(location):
         raise ValueError(
             f"Unsupported store URL {location.split('://')[0]}://...: "

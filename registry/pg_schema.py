@@ -37,6 +37,8 @@ from typing import Final
 
 import asyncpg
 
+from registry import pg_apps
+
 PARTITIONS: Final = 64
 # Two-int advisory lock key: this constant plus the hash of the schema name,
 # so stores in different schemas of one database migrate independently.
@@ -76,6 +78,8 @@ def migrations(partitions: int = PARTITIONS) -> tuple[Migration, ...]:
     return (
         Migration(1, "handles (hash-partitioned), prefixes, accounts, templates",
                   _v1_statements(partitions)),
+        Migration(2, "applications, stats_reports, stats_counts, meta (unannounced writes)",
+                  pg_apps.V2_STATEMENTS),
     )
 
 

@@ -42,15 +42,17 @@ from protocol.errors import (
 )
 from protocol.record_msgpack import decode_record, encode_record
 from protocol.values import HandleValue
-from registry import pg_schema
+from registry import pg_apps, pg_schema
 from registry.backends import POSTGRES_SCHEMES, redact_url
 from registry.record_edits import merge_values, without_indexes
 from registry.store import (
     Account,
+    Application,
     IncompatibleSchema,
     PutItem,
     PutResult,
     Record,
+    StatsCount,
     Store,
     StoreBusy,
     StoreClosed,
@@ -170,7 +172,10 @@ class PostgresStore(Store):
     first open. ``server_settings`` adds more. ``min_size``/``max_size``
     bound the pool; ``command_timeout`` (seconds) bounds one statement, after
     which the call fails with StoreBusy. ``partitions`` applies only when the
-    schema is created.
+    schema is created. ``announces_writes``: the caller tells every cache of
+    its writes itself (a node); otherwise (``idnode import``, other offline
+    tools) each write's transaction also bumps the ``unannounced_writes``
+    counter that nodes poll (``resolver.coherence``).
     """
 
     def __init__(
@@ -183,6 +188,7 @@ class PostgresStore(Store):
         bulk_chunk: int = 10_000,
         partitions: int = pg_schema.PARTITIONS,
         server_settings: dict[str, str] | None = None,
+        announces_writes: bool = False,
     ) -> None:
         if not url.startswith(POSTGRES_SCHEMES):
             raise ValueError(f"not a PostgreSQL URL: {redact_url(url)!r}")
@@ -202,6 +208,7 @@ class PostgresStore(Store):
             "synchronous_commit": "on",  # acknowledged = flushed to the WAL
         }
         self._fast_release = True
+        self._announces_writes = announces_writes
         self._state = "new"  # new → open → closing → closed
         self._pool: asyncpg.Pool | None = None
         self._writes: set[asyncio.Task[Any]] = set()
@@ -293,6 +300,8 @@ class PostgresStore(Store):
     async def _write(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``fn`` on a pooled connection as its own task, shielded from the caller."""
         pool = self._check_open()
+        if not self._announces_writes:
+            fn = _counted_unannounced(fn)
         task = asyncio.ensure_future(self._on_connection(pool, fn, writing=True))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
@@ -511,6 +520,70 @@ class PostgresStore(Store):
         sql = "DELETE FROM templates WHERE prefix = $1 AND version = $2"
         status = await self._write(lambda conn: conn.execute(sql, prefix.upper(), version))
         return not status.endswith(" 0")
+
+    # -- prefix applications (registry.pg_apps) -------------------------------------------
+
+    async def add_application(self, application: Application) -> Application:
+        return await self._write(lambda conn: pg_apps.w_add_application(conn, application))
+
+    async def get_application(self, application_id: int) -> Application | None:
+        row = await self._read(
+            lambda conn: conn.fetchrow(pg_apps.SELECT_APPLICATION, application_id)
+        )
+        return None if row is None else pg_apps.application_from_row(row)
+
+    async def list_applications(
+        self, *, state: str | None = None, applicant: str | None = None
+    ) -> list[Application]:
+        sql, params = pg_apps.list_applications_query(state, applicant)
+        rows = await self._read(lambda conn: conn.fetch(sql, *params))
+        return [pg_apps.application_from_row(row) for row in rows]
+
+    async def approve_application(
+        self, decided: Application, records: Sequence[PutItem], account: Account
+    ) -> Application:
+        return await self._write(
+            lambda conn: pg_apps.w_approve_application(conn, decided, records, account)
+        )
+
+    async def reject_application(self, decided: Application) -> Application:
+        return await self._write(lambda conn: pg_apps.w_reject_application(conn, decided))
+
+    # -- reported statistics ----------------------------------------------------------
+
+    async def add_stats_report(
+        self, node: str, report_id: str, received_at: int, counts: Sequence[StatsCount]
+    ) -> bool:
+        return await self._write(
+            lambda conn: pg_apps.w_add_stats_report(conn, node, report_id, received_at, counts)
+        )
+
+    async def stats_counts(
+        self, *, node: str | None = None, prefix: str | None = None, since: int | None = None
+    ) -> list[StatsCount]:
+        sql, params = pg_apps.stats_query(node, prefix, since)
+        rows = await self._read(lambda conn: conn.fetch(sql, *params))
+        return [pg_apps.stats_from_row(row) for row in rows]
+
+    # -- coherence backstop ----------------------------------------------------------
+
+    async def unannounced_writes(self) -> int | None:
+        value = await self._read(lambda conn: conn.fetchval(pg_apps.UNANNOUNCED))
+        return 0 if value is None else int(value)
+
+
+def _counted_unannounced(
+    fn: Callable[[asyncpg.Connection], Awaitable[T]],
+) -> Callable[[asyncpg.Connection], Awaitable[T]]:
+    """``fn`` and a bump of the unannounced-writes counter, in one transaction."""
+
+    async def counted(conn: asyncpg.Connection) -> T:
+        async with conn.transaction():  # fn's own transaction nests as a savepoint
+            result = await fn(conn)
+            await conn.execute(pg_apps.COUNT_UNANNOUNCED)
+        return result
+
+    return counted
 
 
 async def _locked_record(conn: asyncpg.Connection, key: str) -> Record:

@@ -6,6 +6,7 @@ The Store contract itself is checked on this backend by test_store_conformance.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +16,21 @@ import pytest
 
 from protocol.codes import RC
 from protocol.errors import HandleAlreadyExists
+from protocol.record_msgpack import encode_record
 from protocol.values import HandleValue
-from registry.store import IncompatibleSchema, PutItem, StoreBusy, StoreClosed, StoreError
+from registry.backends import open_store_at
+from registry.store import (
+    Account,
+    Application,
+    IncompatibleSchema,
+    PrefixTaken,
+    PutItem,
+    StoreBusy,
+    StoreClosed,
+    StoreError,
+)
+from resolver.cache import ResolutionCache
+from resolver.coherence import ExternalWritesWatch
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -45,7 +59,7 @@ async def _admin(directory: Path):  # a plain connection inside the test's schem
 
 async def test_first_open_creates_the_schema_then_reopen_applies_nothing(schema_dir: Path):
     async with PostgresStore(pg_service.url_for(schema_dir), max_size=2) as store:
-        assert store.applied_migrations == [pg_schema.SCHEMA_VERSION]
+        assert store.applied_migrations == list(range(1, pg_schema.SCHEMA_VERSION + 1))
     async with PostgresStore(pg_service.url_for(schema_dir), max_size=2) as store:
         assert store.applied_migrations == []
     conn = await _admin(schema_dir)
@@ -67,11 +81,101 @@ async def test_nodes_starting_together_migrate_once(schema_dir: Path):
     await asyncio.gather(*(s.open() for s in stores))
     try:
         applied = sorted(s.applied_migrations for s in stores)
-        assert applied == [[], [], [], [], [1]]
+        assert applied == [[], [], [], [], list(range(1, pg_schema.SCHEMA_VERSION + 1))]
         await stores[0].put("88.1/A", (url(1, "a"),))
         assert await stores[4].get("88.1/A") == (url(1, "a"),)  # one database, shared
     finally:
         await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_version_1_schema_is_upgraded_in_place(schema_dir: Path):
+    # A store made by the first PostgreSQL release: migration 1 only.
+    conn = await asyncpg.connect(pg_service.POSTGRES_URL)
+    try:
+        name = pg_service.schema_for(schema_dir)
+        first = pg_schema.migrations(partitions=8)[0]
+        await conn.execute(f'CREATE SCHEMA "{name}"; SET search_path = "{name}"')
+        await conn.execute(
+            "CREATE TABLE schema_version(version integer PRIMARY KEY,"
+            " description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute(";\n".join(first.statements))
+        await conn.execute("INSERT INTO schema_version VALUES (1, 'v1')")
+        await conn.execute("INSERT INTO handles VALUES ('88.1/A', $1)",
+                           encode_record((url(1, "a"),)))
+    finally:
+        await conn.close()
+    async with PostgresStore(pg_service.url_for(schema_dir)) as store:
+        assert store.applied_migrations == list(range(2, pg_schema.SCHEMA_VERSION + 1))
+        assert await store.get("88.1/A") == (url(1, "a"),)
+        assert await store.unannounced_writes() == 0
+        app = await store.add_application(
+            Application(0, "ent1", "Enterprise", None, "{}", 1_700_000_000))
+        assert await store.list_applications() == [app]
+
+
+async def test_only_unannounced_writes_are_counted(schema_dir: Path):
+    async with PostgresStore(pg_service.url_for(schema_dir), partitions=8) as offline:
+        assert await offline.unannounced_writes() == 0
+        await offline.put("88.1/A", (url(1, "a"),))
+        await offline.put_many([PutItem("88.1/B", (url(1, "b"),))])
+        await offline.home_prefix("88.1")
+        assert await offline.unannounced_writes() == 3
+        with pytest.raises(HandleAlreadyExists):  # a failed write may count, never undercount
+            await offline.create("88.1/A", (url(1, "x"),))
+        assert await offline.get("88.1/A") == (url(1, "a"),)
+        async with PostgresStore(pg_service.url_for(schema_dir), partitions=8,
+                                 announces_writes=True) as node_store:
+            before = await node_store.unannounced_writes()
+            await node_store.put("88.1/A", (url(1, "a2"),))
+            await node_store.add_values("88.1/A", (url(2, "b"),))
+            assert await node_store.unannounced_writes() == before
+            await offline.delete("88.1/B")
+            assert await node_store.unannounced_writes() == before + 1
+
+
+async def test_an_offline_write_empties_a_node_cache(schema_dir: Path):
+    # What `idnode import` against a shared database does to a serving node.
+    cache = ResolutionCache(max_bytes=1 << 20, max_ttl=3600, negative_ttl=5)
+
+    async def reload_homed() -> None:
+        pass
+
+    async def load() -> tuple[RC, tuple[HandleValue, ...]]:
+        return RC.SUCCESS, (url(1, "old"),)
+
+    async with open_store_at(pg_service.url_for(schema_dir), announces_writes=True) as node:
+        watch = ExternalWritesWatch(node, cache, reload_homed, interval=3600)
+        await watch.start()
+        try:
+            await cache.get("88.1/A", load)
+            await node.put("88.1/B", (url(1, "b"),))
+            assert not await watch.check()  # the node's own write: announced already
+            async with open_store_at(pg_service.url_for(schema_dir)) as offline:
+                await offline.put("88.1/A", (url(1, "new"),))
+            assert await watch.check()
+            assert len(cache) == 0
+        finally:
+            await watch.stop()
+
+
+async def test_concurrent_approvals_of_one_prefix_allocate_it_once(schema_dir: Path):
+    async with PostgresStore(pg_service.url_for(schema_dir), partitions=8) as store:
+        apps = [await store.add_application(
+            Application(0, f"ent{i}", "E", None, "{}", 1_700_000_000)) for i in range(4)]
+        decided = [dataclasses.replace(a, state="approved", decided_by="aud", decided_at=1,
+                                       prefix="88.118.1") for a in apps]
+        outcomes = await asyncio.gather(*(
+            store.approve_application(
+                d, [PutItem("0.NA/88.118.1", (url(1, d.applicant),))],
+                Account(d.applicant, "88.118.1", "enterprise", b"h"))
+            for d in decided), return_exceptions=True)
+        winners = [o for o in outcomes if isinstance(o, Application)]
+        assert len(winners) == 1, outcomes
+        assert all(isinstance(o, PrefixTaken) for o in outcomes if o not in winners)
+        assert await store.homed_prefixes() == ["88.118.1"]
+        assert await store.get("0.NA/88.118.1") == (url(1, winners[0].applicant),)
+        assert [a.state for a in await store.list_applications()].count("pending") == 3
 
 
 async def test_newer_schema_is_refused_and_left_alone(schema_dir: Path):
