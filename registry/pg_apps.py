@@ -1,4 +1,4 @@
-"""PostgreSQL statements for prefix applications, reported statistics and write counting.
+"""PostgreSQL statements: prefix applications, reported statistics, write and usage counters.
 
 Kept out of ``pg_store`` (handles) as ``sqlite_apps`` is out of
 ``sqlite_store``: small, rarely written tables. Each ``w_*`` function runs
@@ -225,3 +225,39 @@ def stats_query(
 
 def stats_from_row(row: Sequence[Any]) -> StatsCount:
     return StatsCount(row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5]))
+
+
+# -- usage counters (migration 3) -------------------------------------------------------
+
+V3_STATEMENTS: Final = (
+    'CREATE TABLE usage_counters(name text COLLATE "C" PRIMARY KEY, value bigint NOT NULL)',
+)
+SEED_USAGE: Final = (
+    "INSERT INTO usage_counters(name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    " RETURNING value"
+)
+USAGE: Final = "SELECT value FROM usage_counters WHERE name = $1"
+# One statement, atomic under the row lock ON CONFLICT takes: no row back
+# (None) when the sum would pass the limit, and then nothing changed.
+# Committed without waiting for its WAL flush (set_config(..., true) lasts
+# for the statement's own transaction): a get's cost instead of a put's. The WAL is
+# flushed in order, so the durable write a reservation precedes (a create)
+# makes the reservation durable too; a crash of the database server can
+# only lose counts of requests made in its last ~0.6 s (3 x wal_writer_delay).
+ADD_USAGE: Final = (
+    "WITH fast AS (SELECT set_config('synchronous_commit', 'off', true))"
+    " INSERT INTO usage_counters(name, value) SELECT $1, $2 FROM fast"
+    " WHERE $3::bigint IS NULL OR $2 <= $3"
+    " ON CONFLICT (name) DO UPDATE SET value = usage_counters.value + excluded.value"
+    " WHERE $3::bigint IS NULL OR usage_counters.value + excluded.value <= $3"
+    " RETURNING value"
+)
+
+
+async def w_seed_usage(conn: asyncpg.Connection, counter: str, value: int) -> int:
+    stored = await conn.fetchval(SEED_USAGE, counter, value)
+    if stored is None:
+        # Another writer's row: read it in a new statement, whose snapshot
+        # sees that writer's commit (the INSERT's own snapshot may not).
+        stored = await conn.fetchval(USAGE, counter)
+    return int(stored)

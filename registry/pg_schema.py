@@ -80,6 +80,7 @@ def migrations(partitions: int = PARTITIONS) -> tuple[Migration, ...]:
                   _v1_statements(partitions)),
         Migration(2, "applications, stats_reports, stats_counts, meta (unannounced writes)",
                   pg_apps.V2_STATEMENTS),
+        Migration(3, "usage_counters (quotas)", pg_apps.V3_STATEMENTS),
     )
 
 

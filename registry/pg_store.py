@@ -565,6 +565,17 @@ class PostgresStore(Store):
         rows = await self._read(lambda conn: conn.fetch(sql, *params))
         return [pg_apps.stats_from_row(row) for row in rows]
 
+    # -- usage counters (resolver.quotas) ----------------------------------------------
+
+    async def seed_usage(self, counter: str, value: int) -> int:
+        return await self._write(lambda conn: pg_apps.w_seed_usage(conn, counter, value))
+
+    async def add_usage(self, counter: str, delta: int, *, limit: int | None = None) -> int | None:
+        value = await self._write(
+            lambda conn: conn.fetchval(pg_apps.ADD_USAGE, counter, delta, limit)
+        )
+        return None if value is None else int(value)
+
     # -- coherence backstop ----------------------------------------------------------
 
     async def unannounced_writes(self) -> int | None:

@@ -61,7 +61,7 @@ from registry.store import (
     StoreError,
 )
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 # Schema, chosen by measurement: 200k records of HS_ADMIN + URL + EMAIL (a
 # 153-byte msgpack record, 28-byte key), WAL, 64 MB cache, 10k rows per
@@ -100,6 +100,7 @@ _SCHEMA: Final = (
     "CREATE TABLE prefixes(prefix TEXT PRIMARY KEY) WITHOUT ROWID",
     *_V2_TABLES,
     *sqlite_apps.V3_TABLES,
+    *sqlite_apps.V4_TABLES,
 )
 
 _GET: Final = "SELECT record FROM handles WHERE key = ?"
@@ -618,6 +619,17 @@ class SQLiteStore(Store):
         rows = await self._scan(*sqlite_apps.stats_query(node, prefix, since))
         return [sqlite_apps.stats_from_row(row) for row in rows]
 
+    # -- usage counters (resolver.quotas) ---------------------------------------
+
+    async def seed_usage(self, counter: str, value: int) -> int:
+        return int(await self._write(lambda conn: sqlite_apps.w_seed_usage(conn, counter, value)))
+
+    async def add_usage(self, counter: str, delta: int, *, limit: int | None = None) -> int | None:
+        result: int | None = await self._write(
+            lambda conn: sqlite_apps.w_add_usage(conn, counter, delta, limit)
+        )
+        return result
+
     # -- writes: the writer thread -----------------------------------------------
 
     def _writer_main(self, ready: asyncio.Future[None]) -> None:
@@ -771,9 +783,11 @@ class SQLiteStore(Store):
                         f"{SCHEMA_VERSION} this idnode supports: upgrade idnode to open it"
                     )
                 # In place: v1 -> v2 adds the SNMS tables, v2 -> v3 applications
-                # and reported statistics.
-                missing = (_V2_TABLES if version < 2 else ()) + (
-                    sqlite_apps.V3_TABLES if version < 3 else ()
+                # and reported statistics, v3 -> v4 usage counters.
+                missing = (
+                    (_V2_TABLES if version < 2 else ())
+                    + (sqlite_apps.V3_TABLES if version < 3 else ())
+                    + (sqlite_apps.V4_TABLES if version < 4 else ())
                 )
                 if missing:
                     for ddl in missing:

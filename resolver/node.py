@@ -127,8 +127,7 @@ class Node:
         self.sealer = SecretSealer(master_key)
         self.token_key = token_key(master_key.key)  # SNMS API tokens
         self.quotas = QuotaBook(
-            [parse_quota(q) for q in config.quotas], count=self.store.count_handles,
-            homed=self.homed,
+            [parse_quota(q) for q in config.quotas], store=self.store, homed=self.homed,
         )
         # Usage statistics: counted here (hot paths index these dicts), sent
         # upward by the reporter; reports other nodes sent us, summed.
