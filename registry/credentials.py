@@ -21,9 +21,9 @@ Why both parts:
   computes HMAC-SHA1/SHA256 and PBKDF2-HMAC-SHA1 (client-chosen salt) over the raw
   key, so the server needs the key bytes: :meth:`SecretSealer.unseal`.
 * Someone with a copy of the database but not the master key (a separate file,
-  ``<store path>.key``, mode 0600, or ``IDNODE_MASTER_KEY``) learns neither the
-  secret nor anything to replay: the hash must be brute-forced through PBKDF2 and
-  the sealed part is AES-GCM ciphertext.
+  ``<store path>.key`` or ``--master-key FILE``, mode 0600, or ``IDNODE_MASTER_KEY``)
+  learns neither the secret nor anything to replay: the hash must be brute-forced
+  through PBKDF2 and the sealed part is AES-GCM ciphertext.
 
 A value already in either form (e.g. from an export) is stored unchanged; a
 hash-only value (written without a master key) verifies REST passwords but
@@ -333,9 +333,37 @@ def _aad(hashed: bytes) -> bytes:
     return AAD_PREFIX + b"\0" + hashed
 
 
-def load_master_key(store_path: str | Path) -> MasterKey:
-    """The node's master key: ``$IDNODE_MASTER_KEY`` if set, else ``<store>.key`` (created)."""
+def load_master_key(
+    store: str | Path, key_file: str | Path | None = None, *, create: bool = False
+) -> MasterKey:
+    """The node's master key, from the first of:
+
+    1. ``key_file`` (``--master-key FILE``), created only when ``create``
+       (``idnode init``): a node that finds it missing must not make up a key
+       that differs from the one its database's secrets are sealed with;
+    2. ``$IDNODE_MASTER_KEY``;
+    3. ``<store>.key`` beside a file store, created if absent.
+
+    A store given as a URL (PostgreSQL) has no "beside": it needs 1 or 2, and
+    every node sharing that database needs the same key.
+    """
+    if key_file is not None:
+        path = Path(key_file)
+        if create:
+            return MasterKey.load_or_create(path)
+        try:
+            return MasterKey._read(path)
+        except FileNotFoundError:
+            raise MasterKeyError(
+                f"master key file {path} does not exist: copy it from the node that "
+                "initialised the store, or create it with idnode init --master-key"
+            ) from None
     value = os.environ.get(MASTER_KEY_ENV)
     if value:
         return MasterKey.from_env(value)
-    return MasterKey.load_or_create(master_key_path_for(store_path))
+    if "://" in os.fspath(store):
+        raise MasterKeyError(
+            f"a store given as a URL needs its master key: --master-key FILE or ${MASTER_KEY_ENV} "
+            "(the same key on every node sharing the database)"
+        )
+    return MasterKey.load_or_create(master_key_path_for(store))

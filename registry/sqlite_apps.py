@@ -1,4 +1,4 @@
-"""SQLite tables and writer-thread operations for prefix applications and reported statistics.
+"""SQLite tables and writer-thread operations: prefix applications, reported statistics, usage.
 
 Kept out of ``sqlite_store`` (handles) because they are small, rarely
 written tables: the writer functions here run inside the store's group
@@ -38,6 +38,11 @@ V3_TABLES: Final = (
     " interval_start INTEGER NOT NULL, interval_seconds INTEGER NOT NULL,"
     " registrations INTEGER NOT NULL, resolutions INTEGER NOT NULL,"
     " PRIMARY KEY(node, prefix, interval_start)) WITHOUT ROWID",
+)
+
+# Schema v4: counters shared by every worker and node of the store (quotas).
+V4_TABLES: Final = (
+    "CREATE TABLE usage_counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
 )
 
 _COLUMNS: Final = (
@@ -182,3 +187,31 @@ def stats_query(
 
 def stats_from_row(row: Sequence[Any]) -> StatsCount:
     return StatsCount(row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5]))
+
+
+# -- usage counters: read-modify-write is atomic in the one writer thread -------------
+
+_USAGE: Final = "SELECT value FROM usage_counters WHERE name = ?"
+
+
+def w_seed_usage(conn: sqlite3.Connection, counter: str, value: int) -> int:
+    conn.execute(
+        "INSERT INTO usage_counters(name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (counter, value),
+    )
+    return int(conn.execute(_USAGE, (counter,)).fetchone()[0])
+
+
+def w_add_usage(
+    conn: sqlite3.Connection, counter: str, delta: int, limit: int | None
+) -> int | None:
+    row = conn.execute(_USAGE, (counter,)).fetchone()
+    value = (0 if row is None else int(row[0])) + delta
+    if limit is not None and value > limit:
+        return None
+    conn.execute(
+        "INSERT INTO usage_counters(name, value) VALUES (?, ?)"
+        " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        (counter, value),
+    )
+    return value

@@ -42,12 +42,11 @@ from protocol.errors import (
     HandleError,
     HandleNotFound,
     MalformedMessage,
-    ValueAlreadyExists,
-    ValuesNotFound,
 )
 from protocol.record_msgpack import decode_record, encode_record
 from protocol.values import HandleValue
 from registry import sqlite_apps
+from registry.record_edits import merge_values, without_indexes
 from registry.store import (
     Account,
     Application,
@@ -62,7 +61,7 @@ from registry.store import (
     StoreError,
 )
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 # Schema, chosen by measurement: 200k records of HS_ADMIN + URL + EMAIL (a
 # 153-byte msgpack record, 28-byte key), WAL, 64 MB cache, 10k rows per
@@ -101,6 +100,7 @@ _SCHEMA: Final = (
     "CREATE TABLE prefixes(prefix TEXT PRIMARY KEY) WITHOUT ROWID",
     *_V2_TABLES,
     *sqlite_apps.V3_TABLES,
+    *sqlite_apps.V4_TABLES,
 )
 
 _GET: Final = "SELECT record FROM handles WHERE key = ?"
@@ -638,6 +638,17 @@ class SQLiteStore(Store):
         rows = await self._scan(*sqlite_apps.stats_query(node, prefix, since))
         return [sqlite_apps.stats_from_row(row) for row in rows]
 
+    # -- usage counters (resolver.quotas) ---------------------------------------
+
+    async def seed_usage(self, counter: str, value: int) -> int:
+        return int(await self._write(lambda conn: sqlite_apps.w_seed_usage(conn, counter, value)))
+
+    async def add_usage(self, counter: str, delta: int, *, limit: int | None = None) -> int | None:
+        result: int | None = await self._write(
+            lambda conn: sqlite_apps.w_add_usage(conn, counter, delta, limit)
+        )
+        return result
+
     # -- writes: the writer thread -----------------------------------------------
 
     def _writer_main(self, ready: asyncio.Future[None]) -> None:
@@ -791,9 +802,11 @@ class SQLiteStore(Store):
                         f"{SCHEMA_VERSION} this idnode supports: upgrade idnode to open it"
                     )
                 # In place: v1 -> v2 adds the SNMS tables, v2 -> v3 applications
-                # and reported statistics.
-                missing = (_V2_TABLES if version < 2 else ()) + (
-                    sqlite_apps.V3_TABLES if version < 3 else ()
+                # and reported statistics, v3 -> v4 usage counters.
+                missing = (
+                    (_V2_TABLES if version < 2 else ())
+                    + (sqlite_apps.V3_TABLES if version < 3 else ())
+                    + (sqlite_apps.V4_TABLES if version < 4 else ())
                 )
                 if missing:
                     for ddl in missing:
@@ -848,30 +861,14 @@ def _w_put(conn: sqlite3.Connection, key: str, blob: bytes) -> bool:
 def _w_add_values(
     conn: sqlite3.Connection, key: str, values: Sequence[HandleValue], overwrite: bool
 ) -> bool:
-    current = _read_record(conn, key)
-    by_index = {v.index: v for v in current}
-    if not overwrite:
-        taken = sorted(v.index for v in values if v.index in by_index)
-        if taken:
-            raise ValueAlreadyExists(f"Handle {key} already has index {taken[0]}")
-    any_new = any(v.index not in by_index for v in values)
-    for v in values:
-        by_index[v.index] = v
-    # The merged record comes back in index order, as Handle.Net shows it
-    # (tests/test_rest_api.py relies on it); put() keeps the caller's order.
-    merged = [by_index[i] for i in sorted(by_index)]
+    merged, any_new = merge_values(key, _read_record(conn, key), values, overwrite)
     conn.execute(_UPDATE, (encode_record(merged), key))
     return any_new
 
 
 def _w_remove_values(conn: sqlite3.Connection, key: str, indexes: Sequence[int]) -> None:
-    current = _read_record(conn, key)
-    present = {v.index for v in current}
-    missing = sorted(set(indexes) - present)
-    if missing:
-        raise ValuesNotFound(f"Handle {key} has no value at index {missing[0]}")
-    drop = set(indexes)
-    conn.execute(_UPDATE, (encode_record([v for v in current if v.index not in drop]), key))
+    remaining = without_indexes(key, _read_record(conn, key), indexes)
+    conn.execute(_UPDATE, (encode_record(remaining), key))
 
 
 def _w_delete(conn: sqlite3.Connection, key: str) -> None:

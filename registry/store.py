@@ -307,6 +307,20 @@ class Store(ABC):
     ) -> list[StatsCount]:
         """Summed counts per (node, prefix, interval), filtered, sorted by those."""
 
+    # -- usage counters shared by every worker and node (resolver.quotas) -------
+
+    @abstractmethod
+    async def seed_usage(self, counter: str, value: int) -> int:
+        """Create ``counter`` at ``value`` unless it exists; its stored value either way.
+
+        Racing callers agree: the first one's value wins."""
+
+    @abstractmethod
+    async def add_usage(self, counter: str, delta: int, *, limit: int | None = None) -> int | None:
+        """Atomically add ``delta`` to ``counter`` (an absent one starts at 0); the new value.
+
+        None, and nothing changed, if the new value would exceed ``limit``."""
+
     # -- coherence backstop (resolver.coherence) ------------------------------
 
     async def unannounced_writes(self) -> int | None:

@@ -24,9 +24,15 @@ from protocol.values import (
     encode_admin,
     encode_vlist,
 )
-from registry.credentials import SecretSealer, generate_secret, load_master_key
-from registry.sqlite_store import SQLiteStore
-from registry.store import Account, Store
+from registry.backends import is_url, open_store_at, redact_url
+from registry.credentials import (
+    MasterKeyError,
+    SecretSealer,
+    generate_secret,
+    load_master_key,
+)
+from registry.sqlite_store import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
+from registry.store import Account, Store, StoreError
 from resolver.applications import PREFIXLESS_ROLES, ApplicationDesk, application_json
 from resolver.auth import Identity
 
@@ -43,11 +49,17 @@ class CommandError(Exception):
 
 @asynccontextmanager
 async def opened(path: str) -> AsyncIterator[Store]:
-    if "://" in path:
-        raise CommandError(f"Unsupported store URL {path!r}: give a file path")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    store = SQLiteStore(path)
-    await store.open()
+    """The store at ``path`` (a file, or a postgresql:// URL), open, migrated to this version."""
+    try:
+        store = open_store_at(path)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if not is_url(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        await store.open()
+    except StoreError as exc:
+        raise CommandError(exc.message) from None
     try:
         yield store
     finally:
@@ -68,18 +80,26 @@ def prefix_record(admin_handle: str, admin_index: int) -> list[HandleValue]:
     ]
 
 
-async def init(store_path: str, prefix_text: str, secret: str | None, if_new: bool) -> int:
-    """Create the store, home the prefix, and create ``<PREFIX>/ADMIN`` able to log in."""
+async def init(
+    store_path: str, prefix_text: str, secret: str | None, if_new: bool,
+    *, master_key: str | None = None,
+) -> int:
+    """Create the store, home the prefix, and create ``<PREFIX>/ADMIN`` able to log in.
+
+    Creates the master key file ``master_key`` (or ``<store>.key``) if it does not exist.
+    """
     try:
         prefix = parse_prefix(prefix_text)
     except HandleError as exc:
         raise CommandError(exc.message) from None
     admin_handle = f"{prefix}/ADMIN"
+    # The key first: a missing one must fail before the store is changed.
+    sealer = sealer_for(store_path, master_key, create=True)
     async with opened(store_path) as store:
         if prefix in await store.homed_prefixes():
             if if_new:
                 return 0
-            raise CommandError(f"prefix {prefix} is already homed in {store_path}")
+            raise CommandError(f"prefix {prefix} is already homed in {_shown(store_path)}")
         generated = secret is None
         secret = secret or generate_secret()
         await store.home_prefix(prefix)
@@ -88,11 +108,11 @@ async def init(store_path: str, prefix_text: str, secret: str | None, if_new: bo
             parse_handle(admin_handle).key,
             [
                 admin_value(admin_handle),
-                HandleValue(ADMIN_INDEX, HS_SECKEY, sealer_for(store_path).seal(secret.encode()),
+                HandleValue(ADMIN_INDEX, HS_SECKEY, sealer.seal(secret.encode()),
                             permissions=SECRET_PERMS),
             ],
         )
-    print(f"Initialised {store_path}: prefix {prefix} is homed here.")
+    print(f"Initialised {_shown(store_path)}: prefix {prefix} is homed here.")
     print(f"Admin identity: {ADMIN_INDEX}:{admin_handle}")
     if generated:
         print(f"Admin secret:   {secret}   (shown once; it is stored hashed)")
@@ -163,7 +183,8 @@ ACCOUNT_ROLES = ("enterprise", "readonly", *sorted(PREFIXLESS_ROLES))
 
 
 async def account_add(
-    store_path: str, username: str, prefix_text: str | None, password: str | None, role: str
+    store_path: str, username: str, prefix_text: str | None, password: str | None, role: str,
+    *, master_key: str | None = None,
 ) -> int:
     """Create or reset an SNMS application identity; a reset revokes its earlier tokens.
 
@@ -189,7 +210,7 @@ async def account_add(
     password = password or generate_secret()
     if len(password) > snms.MAX_PASSWORD:
         raise CommandError(f"password must be at most {snms.MAX_PASSWORD} characters")
-    sealed = sealer_for(store_path).seal(snms.sha256_hex(password).encode())
+    sealed = sealer_for(store_path, master_key).seal(snms.sha256_hex(password).encode())
     async with opened(store_path) as store:
         old = await store.get_account(username)
         generation = 0 if old is None else old.generation + 1
@@ -198,7 +219,8 @@ async def account_add(
     scope = f" for prefix {prefix}" if prefix else ""
     print(f"Account {username} ({role}){scope} {'reset' if old else 'created'}.")
     if prefix and not homed:
-        print(f"Warning: prefix {prefix} is not homed in {store_path} (idnode prefix add)")
+        print(f"Warning: prefix {prefix} is not homed in {_shown(store_path)} "
+              "(idnode prefix add)")
     if generated:
         print(f"Password: {password}   (shown once; it is stored hashed)")
     return 0
@@ -279,6 +301,33 @@ async def reporter_add(store_path: str, prefix_text: str, secret: str | None) ->
     return 0
 
 
-def sealer_for(store_path: str) -> SecretSealer:
-    """The sealer of the node that will serve ``store_path`` (creates its master key)."""
-    return SecretSealer(load_master_key(store_path))
+def sealer_for(
+    store_path: str, master_key: str | None = None, *, create: bool = False
+) -> SecretSealer:
+    """The sealer of the node that will serve ``store_path``.
+
+    ``<store>.key`` beside a file store is created if absent; a ``master_key``
+    file only when ``create`` (init). MasterKeyError becomes a CommandError.
+    """
+    try:
+        return SecretSealer(load_master_key(store_path, master_key, create=create))
+    except MasterKeyError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _shown(store_path: str) -> str:
+    return redact_url(store_path) if is_url(store_path) else store_path
+
+
+async def migrate(store_path: str) -> int:
+    """Open the store, which applies any pending schema migration, and say where it stands."""
+    async with opened(store_path) as store:
+        # SQLite migrates in place on open too, without reporting the steps.
+        applied: list[int] = getattr(store, "applied_migrations", [])
+        version: int = getattr(store, "schema_version", SQLITE_SCHEMA_VERSION)
+    if applied:
+        print(f"{_shown(store_path)}: applied migration(s) {', '.join(map(str, applied))}; "
+              f"schema version {version}")
+    else:
+        print(f"{_shown(store_path)}: schema version {version}, up to date")
+    return 0

@@ -59,6 +59,7 @@ class ImportOptions:
     jobs: int = 1  # parse processes; 0 parses in this process
     skip_errors: bool = False  # report bad lines and go on, instead of stopping at the first
     progress_every: float = 10.0  # seconds between progress lines (0: none)
+    master_key: str | None = None  # key file (--master-key) for a URL store
 
 
 @dataclass
@@ -97,9 +98,9 @@ def format_for(file: str, given: str | None) -> Format:
 
 class _Parser:
     def __init__(self, store_path: str, fmt: Format, layout: CsvLayout | None,
-                 homed: frozenset[str]) -> None:
+                 homed: frozenset[str], master_key: str | None = None) -> None:
         self.layout = layout if fmt == "csv" else None
-        self.records = RecordParser(sealer_for(store_path).seal, homed)
+        self.records = RecordParser(sealer_for(store_path, master_key).seal, homed)
 
     def parse(self, data: bytes, first_line: int) -> tuple[ParsedChunk, float]:
         started = time.process_time()
@@ -114,12 +115,12 @@ _worker: _Parser | None = None
 
 
 def _worker_start(store_path: str, fmt: Format, layout: CsvLayout | None,
-                  homed: frozenset[str]) -> None:
+                  homed: frozenset[str], master_key: str | None = None) -> None:
     global _worker
     # Parsers keep no cycles, and each chunk's objects are dropped together: the
     # cyclic GC would only rescan them (measured: 13% of the parse time).
     gc.disable()
-    _worker = _Parser(store_path, fmt, layout, homed)
+    _worker = _Parser(store_path, fmt, layout, homed, master_key)
 
 
 def _worker_parse(data: bytes, first_line: int) -> tuple[ParsedChunk, float]:
@@ -174,10 +175,11 @@ async def import_file(store_path: str, options: ImportOptions) -> int:
             except HandleError as exc:
                 raise CommandError(f"{options.file}:1: {exc.message}") from None
             first_line = 2
-        sealer_for(store_path)  # creates the master key once, before the parsers read it
+        # Creates a file store's master key once, before the parsers read it.
+        sealer_for(store_path, options.master_key)
         async with opened(store_path) as store:
             homed = frozenset(await store.homed_prefixes())
-            parser_args = (store_path, options.format, layout, homed)
+            parser_args = (store_path, options.format, layout, homed, options.master_key)
             chunks = _chunks(source, layout, first_line)
             # Input of one chunk is parsed here: starting a process costs more.
             ahead = list(islice(chunks, 2))

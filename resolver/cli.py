@@ -1,7 +1,8 @@
 """``idnode``: run a node, administer its store, and talk to a node as a client.
 
-    idnode init     --store PATH --prefix 88.100.1 [--admin-secret S]
-    idnode serve    --store PATH [--host H] [--port 8000] [--workers N] [--cache-size BYTES] ...
+    idnode init     --store PATH|URL --prefix 88.100.1 [--admin-secret S] [--master-key FILE]
+    idnode serve    --store PATH|URL [--host H] [--port 8000] [--workers N] [--cache-size B] ...
+    idnode migrate  --store PATH|URL   (apply pending schema migrations, e.g. postgresql://...)
     idnode resolve  HANDLE [--server URL] [--type T] [--index N]
     idnode trace    HANDLE [--server URL] [--max-depth N] [--json]
     idnode register HANDLE (--value TYPE=DATA ... | --json FILE) --auth 300:P/ADMIN [--secret S]
@@ -28,6 +29,8 @@ from typing import NoReturn
 
 import aiohttp
 
+from protocol.errors import HandleError
+from registry.credentials import MasterKeyError
 from resolver import admin_tasks, bulk_import, client, trace
 from resolver.config import DEFAULT_STORE, NodeConfig
 from resolver.roles import ROLES
@@ -62,9 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", required=True, help="e.g. 88.100.1")
     p.add_argument("--admin-secret", help="secret of <prefix>/ADMIN (generated if omitted)")
     p.add_argument("--if-new", action="store_true", help="do nothing if the prefix is homed")
+    _master_key(p, "created if it does not exist")
+
+    p = sub.add_parser("migrate", help="bring a store's schema up to this idnode's version")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
 
     p = sub.add_parser("serve", help="run the node")
-    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--store", default=str(DEFAULT_STORE),
+                   help="SQLite file, or postgresql://user@host:5432/db[?search_path=schema]")
+    _master_key(p, "must exist")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--handle-port", type=int, default=_DEFAULTS.handle_port,
@@ -213,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     aa.add_argument("--password", help="generated and printed once if omitted")
     aa.add_argument("--role", default="enterprise", choices=admin_tasks.ACCOUNT_ROLES)
     aa.add_argument("--store", default=str(DEFAULT_STORE))
+    _master_key(aa, "must exist")
     ar = asub.add_parser("revoke", help="revoke every token issued to an account so far")
     ar.add_argument("username")
     ar.add_argument("--store", default=str(DEFAULT_STORE))
@@ -255,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report bad lines and import the rest (default: stop at the first)")
     p.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
                    help="seconds between progress lines on stderr (0 = none)")
+    _master_key(p, "must exist")
 
     p = sub.add_parser("export", help="stream a store's handles as JSONL or CSV")
     p.add_argument("--store", default=str(DEFAULT_STORE))
@@ -274,6 +285,13 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+def _master_key(p: argparse.ArgumentParser, when_missing: str) -> None:
+    p.add_argument("--master-key", metavar="FILE",
+                   help="the node's master key file (default: $IDNODE_MASTER_KEY, else "
+                        f"<store>.key beside a file store; {when_missing}); needed for a "
+                        "postgresql:// store, the same file on every node sharing it")
 
 
 def _client_auth(p: argparse.ArgumentParser) -> None:
@@ -325,6 +343,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except aiohttp.ClientError as exc:  # the client commands: node down, TLS, ...
         print(f"idnode: {exc}", file=sys.stderr)
+        return 2
+    except (MasterKeyError, ValueError) as exc:  # serve: bad key file, unsupported --store
+        print(f"idnode: {exc}", file=sys.stderr)
+        return 2
+    except HandleError as exc:  # serve: the store cannot be opened (unreachable, newer schema)
+        print(f"idnode: {exc.message}", file=sys.stderr)
         return 2
 
 
@@ -383,6 +407,7 @@ def _run(args: argparse.Namespace) -> int:
             stats_upstream=args.stats_upstream, stats_interval=args.stats_interval,
             stats_identity=args.stats_identity, stats_secret=_stats_secret(args),
             stats_spool=args.stats_spool, stats_max_reports=args.stats_max_reports,
+            master_key=args.master_key,
         )
         if workers > 1:
             return supervise(config, workers)
@@ -397,9 +422,11 @@ def _run(args: argparse.Namespace) -> int:
 
         return simulate(args)
     if command == "init":
-        return asyncio.run(
-            admin_tasks.init(args.store, args.prefix, args.admin_secret, args.if_new)
-        )
+        return asyncio.run(admin_tasks.init(
+            args.store, args.prefix, args.admin_secret, args.if_new, master_key=args.master_key
+        ))
+    if command == "migrate":
+        return asyncio.run(admin_tasks.migrate(args.store))
     if command == "prefix":
         if args.prefix_command == "add":
             return asyncio.run(admin_tasks.prefix_add(args.store, args.prefix, args.admin))
@@ -407,7 +434,8 @@ def _run(args: argparse.Namespace) -> int:
     if command == "account":
         if args.account_command == "add":
             return asyncio.run(admin_tasks.account_add(
-                args.store, args.username, args.prefix, args.password, args.role
+                args.store, args.username, args.prefix, args.password, args.role,
+                master_key=args.master_key,
             ))
         return asyncio.run(admin_tasks.account_revoke(args.store, args.username))
     if command == "application":
@@ -424,6 +452,7 @@ def _run(args: argparse.Namespace) -> int:
             file=args.file, format=bulk_import.format_for(args.file, args.format),
             batch=args.batch, jobs=bulk_import.default_jobs() if args.jobs is None else args.jobs,
             skip_errors=args.skip_errors, progress_every=args.progress,
+            master_key=args.master_key,
         )
         return asyncio.run(bulk_import.import_file(args.store, options))
     if command == "export":

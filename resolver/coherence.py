@@ -20,7 +20,7 @@ answer any more), and ``start`` hands it the receive side.
 
 Limits, stated honestly:
 - Writes by processes that announce nothing (``idnode import``, ``idnode
-  prefix add``, ``account``, another program writing the SQLite file) are
+  prefix add``, ``account``, another program writing the store) are
   not covered by the acknowledgement. Their store counts them
   (``Store.unannounced_writes``, one counter bumped per transaction);
   ``ExternalWritesWatch`` polls it every ``EXTERNAL_POLL_SECONDS`` and drops

@@ -10,6 +10,7 @@ DEFAULT_STORE = Path("var/idnode.db")
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
+    # A SQLite file path, or a postgresql:// URL (registry.backends).
     store: str = str(DEFAULT_STORE)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -37,6 +38,9 @@ class NodeConfig:
     # SQLite memory-maps this much of the store file (0 = off): lookups read
     # pages straight from the OS page cache, without a read() each (bench/README.md).
     sqlite_mmap_bytes: int = 0
+    # File holding the master key (registry.credentials.load_master_key): needed
+    # for a URL store, unless $IDNODE_MASTER_KEY is set; default <store>.key.
+    master_key: str | None = None
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
     # Secondary node: enterprise prefixes are allocated as <parent>.<n> on approval.

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 from protocol.errors import HandleError
 from protocol.identifier import Handle, parse_handle, parse_prefix, prefix_handle
 from protocol.values import HandleValue
+from registry.backends import open_store_at
 from registry.credentials import SecretSealer, load_master_key
-from registry.sqlite_store import SQLiteStore
 from registry.store import Store
 from resolver.admission import Admission
 from resolver.applications import ApplicationDesk
@@ -46,14 +46,13 @@ HOMED_REFRESH_SECONDS = 5.0
 
 
 def open_store(config: NodeConfig) -> Store:
-    """The backend named by ``--store``: a file path means the embedded SQLite store."""
-    if "://" in config.store:
-        raise ValueError(f"Unsupported store URL {config.store!r}: give a file path")
+    """The backend named by ``--store``: a file path means the embedded SQLite store,
+    a ``postgresql://`` (or ``postgres://``) URL the PostgreSQL store."""
     # The node tells every cache of its writes (resolver.coherence), so they
     # do not count as unannounced.
-    return SQLiteStore(
+    return open_store_at(
         config.store,
-        synchronous=config.sqlite_synchronous,
+        sqlite_synchronous=config.sqlite_synchronous,
         announces_writes=True,
         max_pending=config.write_queue,
         busy_when_full=True,  # a node sheds writes past the bound (RC 3); tools wait
@@ -131,12 +130,11 @@ class Node:
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
         # HS_SECKEY values are kept hashed (HTTP Basic) and sealed under this
         # node's master key (binary challenge-response needs the key itself).
-        master_key = load_master_key(config.store)
+        master_key = load_master_key(config.store, config.master_key)
         self.sealer = SecretSealer(master_key)
         self.token_key = token_key(master_key.key)  # SNMS API tokens
         self.quotas = QuotaBook(
-            [parse_quota(q) for q in config.quotas], count=self.store.count_handles,
-            homed=self.homed,
+            [parse_quota(q) for q in config.quotas], store=self.store, homed=self.homed,
         )
         # Usage statistics: counted here (hot paths index these dicts), sent
         # upward by the reporter; reports other nodes sent us, summed.

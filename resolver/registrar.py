@@ -91,7 +91,7 @@ class Registrar:
     ) -> bool:
         """Create the handle, or replace its whole record when ``overwrite``. True if created."""
         self._check_served(handle)
-        self._charge(identity, handle)
+        await self._charge(identity, handle)
         values = self._prepare(values)
         await self._templated(identity, handle, values)
         store = self._store
@@ -106,7 +106,7 @@ class Registrar:
                 try:
                     await store.create(handle.key, values)
                 except BaseException as exc:
-                    self._release(reserved)
+                    await self._release(reserved)
                     if not isinstance(exc, HandleAlreadyExists):
                         raise
                     if not overwrite:
@@ -135,7 +135,7 @@ class Registrar:
     ) -> bool:
         """Add or replace these values. True if any index was new."""
         self._check_served(handle)
-        self._charge(identity, handle)
+        await self._charge(identity, handle)
         values = self._prepare(values)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
@@ -149,7 +149,7 @@ class Registrar:
     ) -> None:
         """Replace values whose indexes all exist already (ValuesNotFound otherwise)."""
         self._check_served(handle)
-        self._charge(identity, handle)
+        await self._charge(identity, handle)
         values = self._prepare(values)
         old = await self._existing(handle)
         present = {v.index for v in old}
@@ -165,7 +165,7 @@ class Registrar:
         self, identity: Principal, handle: Handle, indexes: Sequence[int]
     ) -> None:
         self._check_served(handle)
-        self._charge(identity, handle)
+        await self._charge(identity, handle)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_removal(old, indexes), old)
         gone = set(indexes)
@@ -175,13 +175,13 @@ class Registrar:
 
     async def delete(self, identity: Principal, handle: Handle) -> None:
         self._check_served(handle)
-        self._charge(identity, handle)
+        await self._charge(identity, handle)
         old = await self._existing(handle)
         await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
+        counter = await self._before_delete(handle)
         await self._store.delete(handle.key)
         await self._invalidate((handle.key,))
-        if self._quotas is not None:
-            self._quotas.deleted(handle.prefix)
+        await self._deleted(counter)
 
     # -- batches -----------------------------------------------------------
 
@@ -208,7 +208,8 @@ class Registrar:
         pending: list[int] = []
         prepared: list[list[HandleValue]] = []
         for first in {h.prefix.upper(): h for h, _ in items}.values():
-            self._charge(identity, first)  # one request per prefix; over quota: nothing written
+            # One request per prefix; over quota: nothing written.
+            await self._charge(identity, first)
         # Decided once per batch, not per item: the stamp, and whether records
         # naming a template (index 1001) are checked here.
         now = int(self._clock())
@@ -325,14 +326,14 @@ class Registrar:
         try:
             written = await self._store.put_many(put_items)
         except BaseException:
-            self._release(reserved)
+            await self._release(reserved)
             # A failed batch may still have committed some chunks.
             await self._invalidate([item.key for item in put_items])
             raise
         await self._invalidate([item.key for item in put_items])
         if any(reserved):
             made = {item.key for item, r in zip(put_items, written, strict=True) if r is True}
-            self._release([
+            await self._release([
                 name for h, name in zip(may_be_new, reserved, strict=True) if h.key not in made
             ])
         for item, result in zip(put_items, written, strict=True):
@@ -352,7 +353,7 @@ class Registrar:
         decided: dict[str, HandleError | None] = {}
 
         for first in {h.prefix.upper(): h for h in handles}.values():
-            self._charge(identity, first)  # one request per prefix of the batch
+            await self._charge(identity, first)  # one request per prefix of the batch
 
         async def one(i: int, handle: Handle) -> None:
             try:
@@ -366,13 +367,12 @@ class Registrar:
                     denial = decided[prefix]
                     if denial is not None:
                         raise denial
-                    await self._store.delete(handle.key)
                 else:
                     old = await self._existing(handle)
                     await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
-                    await self._store.delete(handle.key)
-                if self._quotas is not None:
-                    self._quotas.deleted(handle.prefix)
+                counter = await self._before_delete(handle)
+                await self._store.delete(handle.key)
+                await self._deleted(counter)
             except HandleError as exc:
                 results[i] = exc
 
@@ -395,13 +395,13 @@ class Registrar:
 
     # -- quotas -------------------------------------------------------------
 
-    def _charge(self, identity: Principal, handle: Handle) -> None:
+    async def _charge(self, identity: Principal, handle: Handle) -> None:
         """Count a Handle API request against its prefix's daily quota.
 
         SNMS accounts are charged per call by the SNMS API itself."""
         if self._quotas is not None and not isinstance(identity, PrefixAccount):
             prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
-            self._quotas.charge_request(prefix)
+            await self._quotas.charge_request(prefix)
 
     async def _reserve(self, handles: Sequence[Handle]) -> list[str | None]:
         if self._quotas is None or not handles:
@@ -420,9 +420,18 @@ class Registrar:
                 raise
             return None
 
-    def _release(self, reserved: Sequence[str | None]) -> None:
+    async def _release(self, reserved: Sequence[str | None]) -> None:
         if self._quotas is not None and reserved:
-            self._quotas.release(reserved)
+            await self._quotas.release(reserved)
+
+    async def _before_delete(self, handle: Handle) -> str | None:
+        if self._quotas is None:
+            return None
+        return await self._quotas.before_delete(handle.prefix)
+
+    async def _deleted(self, counter: str | None) -> None:
+        if self._quotas is not None:
+            await self._quotas.deleted(counter)
 
     # -- helpers -----------------------------------------------------------
 

@@ -220,7 +220,7 @@ class SnmsApi:
             raise NoPermission(f"账号{account.username}没有企业前缀")
         if write and account.role not in _WRITE_ROLES:
             raise NoPermission(f"账号{account.username}为只读账号")
-        self.node.quotas.charge_request(account.prefix)  # rc 603 when over the day's quota
+        await self.node.quotas.charge_request(account.prefix)  # rc 603 when over the day's quota
         return PrefixAccount(account.username, account.prefix.upper())
 
     # -- identity data -------------------------------------------------------

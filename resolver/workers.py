@@ -143,10 +143,6 @@ class Supervisor:
             loop.add_signal_handler(sig, self._stopping.set)
         log.info("idnode node on %s:%d (Handle port %s) with %d workers",
                  self.config.host, self.config.port, self.config.handle_port, self.workers)
-        if self.config.quotas:
-            log.warning("Quotas are counted per worker: with %d workers a prefix can exceed "
-                        "them up to %d times (use --workers 1 for exact quotas)",
-                        self.workers, self.workers)
         slots = [asyncio.create_task(self._keep_running(s)) for s in range(self.workers)]
         try:
             await self._stopping.wait()

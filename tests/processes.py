@@ -31,10 +31,14 @@ def _env() -> dict[str, str]:
     return env
 
 
-def init_store(store: Path, prefix: str, secret: str) -> None:
-    """``idnode init``: create the store, home ``prefix``, make ``300:<prefix>/ADMIN``."""
+def init_store(store: Path | str, prefix: str, secret: str, *extra_args: str) -> None:
+    """``idnode init``: create the store, home ``prefix``, make ``300:<prefix>/ADMIN``.
+
+    ``store`` is a file or a postgresql:// URL (then pass ``--master-key FILE``).
+    """
     subprocess.run(
-        _cli("init", "--store", str(store), "--prefix", prefix, "--admin-secret", secret),
+        _cli("init", "--store", str(store), "--prefix", prefix, "--admin-secret", secret,
+             *extra_args),
         cwd=ROOT, env=_env(), check=True, capture_output=True, timeout=60,
     )
 
@@ -48,11 +52,18 @@ def free_port() -> int:
 class ServerProcess:
     """One ``idnode serve`` process on a loopback port; start, kill -9, stop."""
 
-    def __init__(self, store: Path, *extra_args: str, port: int | None = None) -> None:
+    def __init__(
+        self, store: Path | str, *extra_args: str, port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        """``store``: a file (the log goes beside it) or a URL (give ``log_path``)."""
         self.store = store
         self.extra_args = extra_args
         self.port = port or free_port()
-        self.log_path = store.with_suffix(".log")
+        if log_path is None:
+            assert isinstance(store, Path), "a URL store needs a log_path"
+            log_path = store.with_suffix(".log")
+        self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

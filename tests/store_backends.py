@@ -1,16 +1,18 @@
 """The Store backends the conformance suite runs against.
 
-To add one (PostgreSQL), append a :class:`Backend` to ``BACKENDS``: ``make``
-returns an unopened store whose data lives at a place derived from the given
-directory, so calling it again with the same directory reopens the same data
-(for PostgreSQL: a schema or database named after it).
+To add one, append a :class:`Backend` to ``BACKENDS``: ``make`` returns an
+unopened store whose data lives at a place derived from the given directory,
+so calling it again with the same directory reopens the same data (for
+PostgreSQL: a schema named after it, dropped by ``cleanup`` after the test).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pg_service
 
 from registry.sqlite_store import SQLiteStore
 from registry.store import Store
@@ -23,6 +25,11 @@ class Backend:
     # Transactions committed so far, for backends that group-commit; None if
     # the backend cannot tell (the group-commit assertion is then skipped).
     commits: Callable[[Store], int] | None = None
+    # Skips (or, with IDNODE_REQUIRE_SERVICES=1, fails) the test if the
+    # backend's server is absent.
+    require: Callable[[], Awaitable[None]] | None = None
+    # Removes what ``make`` left behind for this directory.
+    cleanup: Callable[[Path], Awaitable[None]] | None = None
 
 
 def _sqlite(directory: Path) -> Store:
@@ -34,6 +41,16 @@ def _sqlite_commits(store: Store) -> int:
     return store.commits
 
 
+def _postgres(directory: Path) -> Store:
+    from registry.pg_store import PostgresStore
+
+    # 8 partitions, not 64: the same code paths, and schema set-up per test
+    # stays well under a second on a busy shared server.
+    return PostgresStore(pg_service.url_for(directory), max_size=4, partitions=8)
+
+
 BACKENDS: list[Backend] = [
     Backend("sqlite", _sqlite, _sqlite_commits),
+    Backend("postgresql", _postgres, require=pg_service.require_postgres,
+            cleanup=pg_service.drop_schema),
 ]

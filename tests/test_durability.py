@@ -4,7 +4,7 @@
 201 is recorded. After 1-2 s the server gets SIGKILL while requests are in
 flight; a new server on the same store must then resolve every acknowledged
 handle with exactly the values written (and a handle whose PUT was cut off
-must be either absent or complete, never partial).
+must be either absent or complete, never partial). Run on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pg_service
 import pytest
 from processes import ServerProcess, init_store
 
@@ -102,7 +103,23 @@ async def check(session: aiohttp.ClientSession, url: str, handle: str) -> tuple[
 async def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
     store = tmp_path / "node.db"
     init_store(store, PREFIX, SECRET)
-    server = ServerProcess(store).start()
+    await kill_under_load_and_check(ServerProcess(store))
+
+
+async def test_acknowledged_writes_survive_sigkill_postgresql(tmp_path: Path):
+    await pg_service.require_postgres()
+    key = ("--master-key", str(tmp_path / "master.key"))
+    url = pg_service.url_for(tmp_path)
+    try:
+        init_store(url, PREFIX, SECRET, *key)
+        await kill_under_load_and_check(
+            ServerProcess(url, *key, log_path=tmp_path / "node.log"))
+    finally:
+        await pg_service.drop_schema(tmp_path)
+
+
+async def kill_under_load_and_check(server: ServerProcess) -> None:
+    server.start()
     load = Load()
     try:
         connector = aiohttp.TCPConnector(limit=CLIENTS)

@@ -206,7 +206,7 @@ async def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        assert version == (3,)
+        assert version == (4,)
     finally:
         conn.close()
 
@@ -236,10 +236,11 @@ async def test_migrates_a_v1_store_in_place(tmp_path: Path) -> None:
         assert (await store.get("88.1/A")) is not None
         assert await store.list_applications() == []  # v3 tables
         assert await store.stats_counts() == []
+        assert await store.add_usage("c", 1) == 1  # v4 table
     conn = sqlite3.connect(path)
     try:
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        assert version == (3,)
+        assert version == (4,)
     finally:
         conn.close()
 

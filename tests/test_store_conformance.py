@@ -49,8 +49,13 @@ RECORD = (ADMIN, url(1, "https://example.com/a"), url(2, "https://example.com/b"
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return request.param  # type: ignore[no-any-return]
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    chosen: Backend = request.param
+    if chosen.require is not None:
+        await chosen.require()
+    yield chosen
+    if chosen.cleanup is not None:
+        await chosen.cleanup(tmp_path)
 
 
 @contextlib.asynccontextmanager
@@ -712,3 +717,38 @@ async def test_stats_survive_reopen(backend: Backend, tmp_path: Path) -> None:
     async with opened_store(backend, tmp_path) as s:
         assert not await s.add_stats_report("n1", "r1", TS, counts("n1", ("88.118.1", 0, 1, 1)))
         assert await s.stats_counts() == [StatsCount("n1", "88.118.1", 0, 60, 1, 1)]
+
+
+# -- usage counters ----------------------------------------------------------------
+
+
+async def test_usage_counters_add_within_limits(store: Store) -> None:
+    assert await store.add_usage("requests/88.118.1/2026-11-23", 1) == 1  # absent: from 0
+    assert await store.add_usage("requests/88.118.1/2026-11-23", 2, limit=3) == 3
+    assert await store.add_usage("requests/88.118.1/2026-11-23", 1, limit=3) is None
+    assert await store.add_usage("requests/88.118.1/2026-11-23", -1, limit=3) == 2
+    assert await store.add_usage("other", 5, limit=4) is None  # refused: not even created
+    assert await store.add_usage("other", 0) == 0
+    assert await store.add_usage("other", 4, limit=4) == 4
+
+
+async def test_usage_seed_once_first_value_wins(store: Store) -> None:
+    seeds = await asyncio.gather(*(store.seed_usage("ids/88.118.1", n) for n in range(10, 20)))
+    assert len(set(seeds)) == 1 and seeds[0] in range(10, 20)
+    assert await store.add_usage("ids/88.118.1", 1) == seeds[0] + 1
+    assert await store.seed_usage("ids/88.118.1", 0) == seeds[0] + 1
+
+
+async def test_concurrent_reservations_never_pass_the_limit(store: Store) -> None:
+    results = await asyncio.gather(*(store.add_usage("ids/p", 3, limit=20) for _ in range(20)))
+    accepted = sorted(r for r in results if r is not None)
+    assert accepted == [3, 6, 9, 12, 15, 18]
+    assert results.count(None) == 14
+    assert await store.add_usage("ids/p", 0) == 18
+
+
+async def test_usage_counters_survive_reopen(backend: Backend, tmp_path: Path) -> None:
+    async with opened_store(backend, tmp_path) as s:
+        await s.add_usage("c", 7)
+    async with opened_store(backend, tmp_path) as s:
+        assert await s.add_usage("c", 1, limit=8) == 8
