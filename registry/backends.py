@@ -20,9 +20,13 @@ def is_url(location: str) -> bool:
     return "://" in location
 
 
-def open_store_at(location: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
+def open_store_at(
+    location: str, *, sqlite_synchronous: str = "NORMAL", announces_writes: bool = False
+) -> Store:
     """An unopened store: PostgreSQL for ``postgresql://``/``postgres://``, else a SQLite file.
 
+    ``announces_writes``: the caller tells the nodes' caches of its writes
+    itself (SQLiteStore; PostgreSQL does not count unannounced writes).
     Raises ValueError for another URL scheme, or when asyncpg is not installed.
     """
     if location.startswith(POSTGRES_SCHEMES):
@@ -38,4 +42,4 @@ def open_store_at(location: str, *, sqlite_synchronous: str = "NORMAL") -> Store
             f"Unsupported store URL {location.split('://')[0]}://...: "
             "give a file path or a postgresql:// URL"
         )
-    return SQLiteStore(location, synchronous=sqlite_synchronous)
+    return SQLiteStore(location, synchronous=sqlite_synchronous, announces_writes=announces_writes)

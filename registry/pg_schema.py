@@ -39,6 +39,8 @@ from typing import Final
 
 import asyncpg
 
+from registry import pg_apps
+
 PARTITIONS: Final = 64
 # Two-int advisory lock key: this constant plus the hash of the schema name,
 # so stores in different schemas of one database migrate independently.
@@ -78,6 +80,7 @@ def migrations(partitions: int = PARTITIONS) -> tuple[Migration, ...]:
     return (
         Migration(1, "handles (hash-partitioned), prefixes, accounts, templates",
                   _v1_statements(partitions)),
+        Migration(2, "prefix applications, reported statistics", pg_apps.V2_STATEMENTS),
     )
 
 

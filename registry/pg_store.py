@@ -44,15 +44,17 @@ from protocol.errors import (
 )
 from protocol.record_msgpack import decode_record, encode_record
 from protocol.values import HandleValue
-from registry import pg_schema
+from registry import pg_apps, pg_schema
 from registry.backends import POSTGRES_SCHEMES, redact_url
 from registry.record_edits import merge_values, without_indexes
 from registry.store import (
     Account,
+    Application,
     IncompatibleSchema,
     PutItem,
     PutResult,
     Record,
+    StatsCount,
     Store,
     StoreBusy,
     StoreClosed,
@@ -513,6 +515,45 @@ class PostgresStore(Store):
         sql = "DELETE FROM templates WHERE prefix = $1 AND version = $2"
         status = await self._write(lambda conn: conn.execute(sql, prefix.upper(), version))
         return not status.endswith(" 0")
+
+
+    # -- prefix applications and reported statistics (registry.pg_apps) ------------
+
+    async def add_application(self, application: Application) -> Application:
+        return await self._write(lambda conn: pg_apps.add_application(conn, application))
+
+    async def get_application(self, application_id: int) -> Application | None:
+        return await self._read(lambda conn: pg_apps.get_application(conn, application_id))
+
+    async def list_applications(
+        self, *, state: str | None = None, applicant: str | None = None
+    ) -> list[Application]:
+        return await self._read(lambda conn: pg_apps.list_applications(conn, state, applicant))
+
+    async def approve_application(
+        self, decided: Application, records: Sequence[PutItem], account: Account
+    ) -> Application:
+        return await self._write(
+            lambda conn: pg_apps.approve_application(conn, decided, records, account)
+        )
+
+    async def reject_application(self, decided: Application) -> Application:
+        return await self._write(lambda conn: pg_apps.reject_application(conn, decided))
+
+    async def add_stats_report(
+        self, node: str, report_id: str, received_at: int, counts: Sequence[StatsCount]
+    ) -> bool:
+        return await self._write(
+            lambda conn: pg_apps.add_stats_report(conn, node, report_id, received_at, counts)
+        )
+
+    async def stats_counts(
+        self, *, node: str | None = None, prefix: str | None = None, since: int | None = None
+    ) -> list[StatsCount]:
+        return await self._read(lambda conn: pg_apps.stats_counts(conn, node, prefix, since))
+
+    # unannounced_writes() stays the contract's default (None): one counter row
+    # bumped by every write of every node would serialise them all on it.
 
 
 async def _locked_record(conn: asyncpg.Connection, key: str) -> Record:

@@ -45,20 +45,23 @@ from protocol.errors import (
 )
 from protocol.record_msgpack import decode_record, encode_record
 from protocol.values import HandleValue
+from registry import sqlite_apps
 from registry.record_edits import merge_values, without_indexes
 from registry.store import (
     Account,
+    Application,
     IncompatibleSchema,
     PutItem,
     PutResult,
     Record,
+    StatsCount,
     Store,
     StoreBusy,
     StoreClosed,
     StoreError,
 )
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Schema, chosen by measurement: 200k records of HS_ADMIN + URL + EMAIL (a
 # 153-byte msgpack record, 28-byte key), WAL, 64 MB cache, 10k rows per
@@ -96,6 +99,7 @@ _SCHEMA: Final = (
     " record BLOB NOT NULL)",
     "CREATE TABLE prefixes(prefix TEXT PRIMARY KEY) WITHOUT ROWID",
     *_V2_TABLES,
+    *sqlite_apps.V3_TABLES,
 )
 
 _GET: Final = "SELECT record FROM handles WHERE key = ?"
@@ -116,6 +120,14 @@ _UPSERT_MULTI: Final = (
     + ",".join(["(?, ?)"] * _MULTI_ROWS)
     + " ON CONFLICT(key) DO UPDATE SET record = excluded.record"
 )
+
+# Nodes poll this counter to notice writes of processes that do not tell
+# their caches (resolver.coherence): one row, bumped once per transaction.
+_COUNT_UNANNOUNCED: Final = (
+    "INSERT INTO meta(key, value) VALUES ('unannounced_writes', 1)"
+    " ON CONFLICT(key) DO UPDATE SET value = value + 1"
+)
+_UNANNOUNCED: Final = "SELECT value FROM meta WHERE key = 'unannounced_writes'"
 
 _SYNCHRONOUS: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
 _SCAN_PAGE: Final = 500  # rows per iter_records page
@@ -191,6 +203,9 @@ class SQLiteStore(Store):
     ``max_pending`` bounds queued operations, beyond which writers wait
     (backpressure) instead of growing the queue. ``cache_mb`` and ``mmap_mb``
     are per connection; ``scan_threads`` run list/count/iter_records.
+    ``announces_writes``: the caller tells every cache of its writes itself
+    (a node does, through ``resolver.coherence``); otherwise each write
+    transaction also bumps the ``unannounced_writes`` counter that nodes poll.
     """
 
     def __init__(
@@ -205,6 +220,7 @@ class SQLiteStore(Store):
         mmap_mb: int = 0,
         busy_timeout: float = 5.0,
         scan_threads: int = 2,
+        announces_writes: bool = False,
     ) -> None:
         synchronous = synchronous.upper()
         if synchronous not in _SYNCHRONOUS:
@@ -222,6 +238,7 @@ class SQLiteStore(Store):
         self._mmap_bytes = mmap_mb * 1024 * 1024
         self._busy_ms = int(busy_timeout * 1000)
         self._scan_threads = scan_threads
+        self._announces_writes = announces_writes
 
         self._state = "new"  # new → open → closing → closed
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -345,6 +362,13 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise _map_sqlite_error(exc) from exc
         return None if row is None else _decode_stored(key, row[0])
+
+    async def unannounced_writes(self) -> int | None:
+        self._check_open()
+        assert self._reader is not None
+        with _mapped_errors():
+            row = self._reader.execute(_UNANNOUNCED).fetchone()
+        return 0 if row is None else int(row[0])
 
     async def homed_prefixes(self) -> list[str]:
         self._check_open()
@@ -542,6 +566,58 @@ class SQLiteStore(Store):
         key = (prefix.upper(), version)
         return bool(await self._write(lambda conn: conn.execute(sql, key).rowcount))
 
+    # -- prefix applications and reported statistics -----------------------------
+
+    async def add_application(self, application: Application) -> Application:
+        app: Application = await self._write(
+            lambda conn: sqlite_apps.w_add_application(conn, application)
+        )
+        return app
+
+    async def get_application(self, application_id: int) -> Application | None:
+        self._check_open()
+        assert self._reader is not None
+        with _mapped_errors():
+            row = self._reader.execute(
+                sqlite_apps.SELECT_APPLICATION, (application_id,)
+            ).fetchone()
+        return None if row is None else sqlite_apps.application_from_row(row)
+
+    async def list_applications(
+        self, *, state: str | None = None, applicant: str | None = None
+    ) -> list[Application]:
+        rows = await self._scan(*sqlite_apps.list_applications_query(state, applicant))
+        return [sqlite_apps.application_from_row(row) for row in rows]
+
+    async def approve_application(
+        self, decided: Application, records: Sequence[PutItem], account: Account
+    ) -> Application:
+        for item in records:
+            encode_record(item.values)  # fail before queueing, as put() does
+        app: Application = await self._write(
+            lambda conn: sqlite_apps.w_approve_application(conn, decided, records, account)
+        )
+        return app
+
+    async def reject_application(self, decided: Application) -> Application:
+        app: Application = await self._write(
+            lambda conn: sqlite_apps.w_reject_application(conn, decided)
+        )
+        return app
+
+    async def add_stats_report(
+        self, node: str, report_id: str, received_at: int, counts: Sequence[StatsCount]
+    ) -> bool:
+        return bool(await self._write(
+            lambda conn: sqlite_apps.w_add_stats_report(conn, node, report_id, received_at, counts)
+        ))
+
+    async def stats_counts(
+        self, *, node: str | None = None, prefix: str | None = None, since: int | None = None
+    ) -> list[StatsCount]:
+        rows = await self._scan(*sqlite_apps.stats_query(node, prefix, since))
+        return [sqlite_apps.stats_from_row(row) for row in rows]
+
     # -- writes: the writer thread -----------------------------------------------
 
     def _writer_main(self, ready: asyncio.Future[None]) -> None:
@@ -629,6 +705,8 @@ class SQLiteStore(Store):
                 else:
                     conn.execute("RELEASE op")
                     outcomes.append((op.future, result, None))
+            if not self._announces_writes:
+                conn.execute(_COUNT_UNANNOUNCED)  # once per transaction, not per write
             conn.execute("COMMIT")
         except (sqlite3.Error, _TransactionLost) as exc:
             # Nothing of this batch is committed: every caller gets the error.
@@ -692,8 +770,13 @@ class SQLiteStore(Store):
                         f"{self.path} has schema version {version}, newer than the "
                         f"{SCHEMA_VERSION} this idnode supports: upgrade idnode to open it"
                     )
-                if version < 2:  # v1 -> v2: add the SNMS tables, in place
-                    for ddl in _V2_TABLES:
+                # In place: v1 -> v2 adds the SNMS tables, v2 -> v3 applications
+                # and reported statistics.
+                missing = (_V2_TABLES if version < 2 else ()) + (
+                    sqlite_apps.V3_TABLES if version < 3 else ()
+                )
+                if missing:
+                    for ddl in missing:
                         conn.execute(ddl)
                     conn.execute(
                         "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)

@@ -23,6 +23,9 @@ class NodeConfig:
     cache_negative_ttl: float = 5.0
     case_sensitive: bool = False
     access_log: bool = False
+    # Seconds a connection may sit idle, or trickle an unfinished request
+    # (slow-loris), before it is closed; aiohttp's own default is an hour.
+    idle_timeout: float = 60.0
     log_level: str = "INFO"
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -37,6 +40,35 @@ class NodeConfig:
     master_key: str | None = None
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
+    # Secondary node: enterprise prefixes are allocated as <parent>.<n> on approval.
+    enterprise_parent: str | None = None
+    # Usage statistics sent upward (resolver.stats): the top-level node's base
+    # URL, the period, this node's identity there ("300:0.NA/88.118") and its
+    # secret, and where unacknowledged reports wait (default: beside the store).
+    stats_upstream: str | None = None
+    stats_interval: float = 60.0
+    stats_identity: str | None = None
+    stats_secret: str | None = None
+    stats_spool: str | None = None
+    stats_max_reports: int = 1440
+    # Set by ``idnode serve --workers N`` (resolver.workers) in each worker:
+    # its slot, and SO_REUSEPORT so the workers share the ports.
+    worker_slot: int | None = None
+    reuse_port: bool = False
+
+    # Recursive role: the top-level's binary Handle endpoints ("host:port"),
+    # how long to wait for an upstream, and how long past expiry an answer
+    # may be served when its upstream is down.
+    top_level: tuple[str, ...] = field(default=())
+    upstream_timeout: float = 2.0
+    stale_window: float = 300.0
+    # Secondary role: keep this node's site in the top-level's 0.NA/<prefix>
+    # record (resolver.homing). URL of the top-level's REST API, the identity
+    # "300:0.NA/<prefix>" it registered for this node, and its secret.
+    home_at: str | None = None
+    home_auth: str | None = None
+    home_secret: str | None = None
+    home_refresh: float = 300.0
 
     @property
     def tls(self) -> bool:

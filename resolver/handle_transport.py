@@ -71,6 +71,7 @@ class UdpServer(asyncio.DatagramProtocol):
         self._inflight: set[asyncio.Future[None]] = set()
         self._fast = node.requests.route("udp", "resolve")
         self._slow = node.requests.route("udp", "other")
+        self._resolved = node.usage.resolutions  # per prefix, for statistics upward
         self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,6 +99,7 @@ class UdpServer(asyncio.DatagramProtocol):
         if seen is not None:
             entry, template = seen
             if self.node.cache.peek(entry.key) is entry:
+                self._resolved[entry.prefix] += 1
                 self._send(self._readdress(template, data), addr)
                 self._fast.observe(200, time.perf_counter() - start)
                 return
@@ -109,6 +111,7 @@ class UdpServer(asyncio.DatagramProtocol):
                 if len(self._exact) >= MAX_EXACT_REPLIES:
                     del self._exact[next(iter(self._exact))]  # oldest first
                 self._exact[exact] = found
+                self._resolved[found[0].prefix] += 1
                 self._send(self._readdress(found[1], data), addr)
                 self._fast.observe(200, time.perf_counter() - start)
                 return
@@ -245,17 +248,23 @@ PORT_ATTEMPTS = 20
 
 
 async def start_handle_servers(
-    node: Node, service: HandleService, host: str, port: int
+    node: Node, service: HandleService, host: str, port: int, *, reuse_port: bool = False
 ) -> tuple[asyncio.DatagramTransport, asyncio.Server]:
-    """UDP and TCP on one port; port 0 picks one free for both (retrying if TCP's is taken)."""
+    """UDP and TCP on one port; port 0 picks one free for both (retrying if TCP's is taken).
+
+    ``reuse_port``: SO_REUSEPORT, so the workers of one node share the port.
+    """
+    reuse = reuse_port or None
     loop = asyncio.get_running_loop()
     for attempt in range(PORT_ATTEMPTS if port == 0 else 1):
         udp, _ = await loop.create_datagram_endpoint(
-            lambda: UdpServer(node, service), local_addr=(host, port)
+            lambda: UdpServer(node, service), local_addr=(host, port), reuse_port=reuse
         )
         bound_port = udp.get_extra_info("sockname")[1]
         try:
-            tcp = await loop.create_server(lambda: TcpServer(node, service), host, bound_port)
+            tcp = await loop.create_server(
+                lambda: TcpServer(node, service), host, bound_port, reuse_port=reuse
+            )
         except OSError:
             udp.close()
             if port != 0 or attempt == PORT_ATTEMPTS - 1:

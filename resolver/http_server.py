@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from protocol import rest_json
 from protocol.codes import RC
 from protocol.errors import HandleError, InvalidHandle, NotResponsible
+from resolver.admin_api import ADMIN_PATH, AdminApi
 from resolver.fast_reply import eligible
 from resolver.http_common import JSON_HEADERS, error_response, json_bytes
 from resolver.metrics import RouteLatency
@@ -27,6 +29,8 @@ from resolver.node import Node
 from resolver.proxy import proxy_resolve
 from resolver.rest_api import HANDLES_PATH, RestApi, cached_reply, handle_text_from_path
 from resolver.snms_api import SnmsApi, is_snms_path
+from resolver.stats import REPORTS_PATH
+from resolver.stats_api import STATS_PATH, StatsApi
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,8 @@ class HttpFrontend:
         self.node = node
         self.rest = RestApi(node)
         self.snms = SnmsApi(node)
+        self.admin = AdminApi(node.applications, node.token_key, node.sealer.seal, time.time,
+                              node.authenticator.throttle)
         metrics = node.requests
         self._resolve_stats = metrics.route("http", "resolve")
         self._write_stats = metrics.route("http", "write")
@@ -47,8 +53,17 @@ class HttpFrontend:
         self._other_stats = metrics.route("http", "other")
         self._snms_stats = metrics.route("http", "snms")
         self._tls = node.config.tls
+        self._resolved = node.usage.resolutions  # per prefix, for statistics upward
+        self.stats_api = StatsApi(node.store, node.reported, node.server_admins, node.parse,
+                                  node.authenticator.throttle)
         # Pre-built replies skip aiohttp's response object, and so its access log.
         self._raw_replies = not node.config.access_log
+        # Which worker answered, when there are several (tests, operators).
+        slot = node.config.worker_slot
+        self._health = (
+            b'{"status":"ok"}' if slot is None
+            else b'{"status":"ok","worker":%d,"pid":%d}' % (slot, os.getpid())
+        )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         start = time.perf_counter()
@@ -66,11 +81,13 @@ class HttpFrontend:
             key = self.node.fast_key(text)
             entry = self.node.cache.peek(key) if key is not None else None
             if entry is not None:
+                self._resolved[entry.prefix] += 1
                 reply = cached_reply(self.node.cache, entry, text)
                 self._resolve_stats.observe(reply.status, time.perf_counter() - start)
                 if self._raw_replies and eligible(request):
                     return reply  # type: ignore[return-value]  # duck-typed, see fast_reply
-                return web.Response(body=reply.body, status=reply.status, headers=JSON_HEADERS)
+                return web.Response(body=reply.body, status=reply.status,
+                                    headers={**JSON_HEADERS, **reply.headers})
         stats, response = await self._dispatch(request, path, method)
         stats.observe(response.status, time.perf_counter() - start)
         return response
@@ -90,6 +107,13 @@ class HttpFrontend:
                 return stats, await self._handles_collection(request, path, method)
             if path == "/api/prefixes" and method in ("GET", "HEAD"):
                 return stats, await self.rest.list_prefixes(request)
+            if path == STATS_PATH and method in ("GET", "HEAD"):
+                return stats, await self.stats_api.show(request)
+            if path == REPORTS_PATH and method == "POST":
+                auth_possible = self.rest.auth_possible(request)
+                return stats, await self.stats_api.receive(request, auth_possible=auth_possible)
+            if path.startswith(ADMIN_PATH):  # applications: Handle-style JSON, own statuses
+                return stats, await self.admin.handle(request, path, method)
             if is_snms_path(path):  # SNMS v5 API: its own envelope and error mapping
                 return self._snms_stats, await self.snms.handle(request, path, method)
             if path.startswith("/api/") or path == "/api":
@@ -170,11 +194,13 @@ class HttpFrontend:
         return web.json_response(info)
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
-        body = generate_latest(self.node.registry)
+        if self.node.before_scrape is not None:
+            await self.node.before_scrape()
+        body = generate_latest(self.node.metrics_view)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.BaseRequest) -> web.Response:
-        return json_bytes(b'{"status":"ok"}')
+        return json_bytes(self._health)
 
     async def readyz(self, request: web.BaseRequest) -> web.Response:
         try:

@@ -27,7 +27,8 @@ def first_url(values: tuple[HandleValue, ...]) -> str | None:
 async def proxy_resolve(node: Node, request: web.BaseRequest, text: str) -> web.StreamResponse:
     handle = node.parse(text)
     entry = await node.resolve(handle)
-    if entry.values is None:
+    node.usage.resolutions[entry.prefix] += 1
+    if entry.rc != RC.SUCCESS or entry.values is None:  # referrals too: no record here
         raise NotResponsible() if entry.rc == RC.SERVER_NOT_RESP else HandleError("", entry.rc)
     if "noredirect" not in request.query:
         url = first_url(entry.values)

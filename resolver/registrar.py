@@ -1,8 +1,9 @@
 """The write path shared by every API: authorise, stamp, seal secrets, store, invalidate.
 
-Every method returns only after the store has committed the change and the
-cache has forgotten the old record, so a client that reads after its write
-was acknowledged sees it.
+Every method returns only after the store has committed the change and every
+cache (this process's, sibling workers', other nodes': ``resolver.coherence``)
+has forgotten the old record, so a client that reads after its write was
+acknowledged sees it, through any worker. Batches invalidate in one message.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from protocol.codes import RC
 from protocol.errors import (
@@ -39,7 +40,7 @@ from resolver.authz import (
     perms_for_change,
     perms_for_removal,
 )
-from resolver.cache import ResolutionCache
+from resolver.cache.entry import usage_prefix
 from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
 
 # (handle, values) -> raises HandleError unless they fit their metadata template
@@ -51,18 +52,19 @@ class Registrar:
         self,
         *,
         store: Store,
-        cache: ResolutionCache,
-        serves: Callable[[str], bool],
+        invalidate: Callable[[Collection[str]], Awaitable[None]],
+        serves: Callable[[Handle], bool],
         record_of: RecordByHandle,
         server_admins: frozenset[Identity],
         seal: Callable[[bytes], bytes],
         clock: Callable[[], float] = time.time,
         quotas: QuotaBook | None = None,
         check_template: TemplateCheck | None = None,
+        registrations: dict[str, int] | None = None,
     ) -> None:
         self._store = store
-        self._cache = cache
-        self._serves = serves  # prefix -> homed here?
+        self._invalidate = invalidate  # keys -> dropped from every cache (Coherence)
+        self._serves = serves  # handle -> may it be written here?
         self._record_of = record_of  # cached reads, for credentials and admin lists
         self._server_admins = server_admins
         self._seal = seal  # HS_SECKEY data -> its stored (hashed and sealed) form
@@ -71,6 +73,8 @@ class Registrar:
         # Records naming a metadata template (index 1001) are checked against it;
         # SNMS accounts' writes were checked by the SNMS API already.
         self._check_template = check_template
+        # Handles created, per prefix, for usage statistics (resolver.stats).
+        self._registrations = registrations if registrations is not None else {}
 
     # -- operations --------------------------------------------------------
 
@@ -102,7 +106,8 @@ class Registrar:
                         # store's names the key in its stored spelling).
                         raise HandleAlreadyExists() from None
                 else:
-                    self._cache.invalidate(handle.key)
+                    await self._invalidate((handle.key,))
+                    self._count_created(handle.key)
                     return True
             old = await store.get(handle.key)
             if old is None:
@@ -113,7 +118,7 @@ class Registrar:
                 raise HandleAlreadyExists()
             await self._require(identity, handle, perms_for_change(old, values, replace=True), old)
             await store.put(handle.key, values)
-            self._cache.invalidate(handle.key)
+            await self._invalidate((handle.key,))
             return False
         raise HandleError("The handle changed too often to write it; try again", RC.ERROR)
 
@@ -126,8 +131,9 @@ class Registrar:
         values = self._prepare(values)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
+        await self._templated(identity, handle, _overlay(old, values))
         created = await self._store.add_values(handle.key, values, overwrite=overwrite)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
         return created
 
     async def modify_values(
@@ -143,8 +149,9 @@ class Registrar:
         if missing:
             raise ValuesNotFound(f"No value at index {missing[0]}")
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
+        await self._templated(identity, handle, _overlay(old, values))
         await self._store.add_values(handle.key, values, overwrite=True)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
 
     async def remove_values(
         self, identity: Principal, handle: Handle, indexes: Sequence[int]
@@ -153,8 +160,10 @@ class Registrar:
         self._charge(identity, handle)
         old = await self._existing(handle)
         await self._require(identity, handle, perms_for_removal(old, indexes), old)
+        gone = set(indexes)
+        await self._templated(identity, handle, [v for v in old if v.index not in gone])
         await self._store.remove_values(handle.key, indexes)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
 
     async def delete(self, identity: Principal, handle: Handle) -> None:
         self._check_served(handle)
@@ -162,7 +171,7 @@ class Registrar:
         old = await self._existing(handle)
         await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
         await self._store.delete(handle.key)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
         if self._quotas is not None:
             self._quotas.deleted(handle.prefix)
 
@@ -239,10 +248,10 @@ class Registrar:
                 written = await self._store.put_many(put_items)
             except BaseException:
                 self._release(reserved)
+                # A failed batch may still have committed some chunks.
+                await self._invalidate([item.key for item in put_items])
                 raise
-            finally:
-                for item in put_items:
-                    self._cache.invalidate(item.key)
+            await self._invalidate([item.key for item in put_items])
             if any(reserved):
                 made = {
                     item.key for item, r in zip(put_items, written, strict=True) if r is True
@@ -251,7 +260,9 @@ class Registrar:
                     name for h, name in zip(may_be_new, reserved, strict=True)
                     if h.key not in made
                 ])
-            for i, result in zip(writes, written, strict=True):
+            for i, item, result in zip(writes, put_items, written, strict=True):
+                if result is True:
+                    self._count_created(item.key)
                 if isinstance(result, HandleAlreadyExists):
                     result = HandleAlreadyExists()  # the reference's bare 101
                 results[i] = result
@@ -288,12 +299,17 @@ class Registrar:
                     self._quotas.deleted(handle.prefix)
             except HandleError as exc:
                 results[i] = exc
-            finally:
-                self._cache.invalidate(handle.key)
 
         # Concurrent: the store's writer commits them in a few transactions.
-        await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
+        try:
+            await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
+        finally:
+            await self._invalidate([h.key for h in handles])  # one message for the batch
         return results
+
+    def _count_created(self, key: str) -> None:
+        prefix = usage_prefix(key)
+        self._registrations[prefix] = self._registrations.get(prefix, 0) + 1
 
     async def _templated(
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue]
@@ -335,8 +351,7 @@ class Registrar:
     # -- helpers -----------------------------------------------------------
 
     def _check_served(self, handle: Handle) -> None:
-        prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
-        if not self._serves(prefix):
+        if not self._serves(handle):
             raise NotResponsible()
 
     async def _existing(self, handle: Handle) -> tuple[HandleValue, ...]:
@@ -406,3 +421,9 @@ class Registrar:
         return admin_records(await self._record_of(prefix_handle(handle.prefix)) or ())
 
 
+
+
+def _overlay(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[HandleValue]:
+    """The record ``old`` becomes once ``new`` adds or replaces its indexes."""
+    replaced = {v.index for v in new}
+    return [v for v in old if v.index not in replaced] + list(new)

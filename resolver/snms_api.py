@@ -38,10 +38,12 @@ from protocol.templates import Template
 from protocol.values import HandleValue
 from registry.credentials import hash_secret, verify_secret
 from registry.store import StoreError
+from resolver.applications import PREFIXLESS_ROLES
 from resolver.auth import PrefixAccount
 from resolver.http_common import JSON_HEADERS, read_large_body
 from resolver.node import Node
 from resolver.snms_tokens import TOKEN_LIFETIME, InvalidToken, TokenClaims, bearer, issue, verify
+from resolver.throttle import TooManyAttempts
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,7 @@ class SnmsApi:
 
     async def token(self, request: web.BaseRequest) -> dict[str, str]:
         creds = snms.parse_credentials(snms.parse_json(await read_body(request)))
+        login = self._throttled(creds.username, request)
         account = await self.node.store.get_account(creds.username)
         # PBKDF2 (~50 ms) off the event loop; an unknown user costs the same
         # (a dummy hash), so timing does not tell which usernames exist.
@@ -149,14 +152,18 @@ class SnmsApi:
         stored = account.secret_hash if account is not None else _dummy_hash()
         ok = await loop.run_in_executor(None, verify_secret, stored, digest)
         if not ok or account is None:
+            self.node.authenticator.throttle.failed(*login)
             raise BusinessError(snms.MSG_BAD_LOGIN)
+        self.node.authenticator.throttle.succeeded(*login)
         return self._issue(account.username, account.prefix, account.role, account.generation)
 
     async def token_v1(self, request: web.BaseRequest) -> dict[str, str]:
         creds = snms.parse_credentials(snms.parse_json(await read_body(request)))
+        login = self._throttled(creds.username, request)
         account = await self.node.store.get_account(creds.username)
         inner = None if account is None else self.node.sealer.unseal(account.secret_hash)
         if account is None or inner is None:
+            self.node.authenticator.throttle.failed(*login)
             raise BusinessError(snms.MSG_BAD_LOGIN)
         given = creds.password.lower().encode()
         matched = False
@@ -164,8 +171,19 @@ class SnmsApi:
             expected = snms.v1_password(inner.decode(), day).encode()
             matched |= hmac.compare_digest(expected, given)
         if not matched:
+            self.node.authenticator.throttle.failed(*login)
             raise BusinessError(snms.MSG_BAD_LOGIN)
+        self.node.authenticator.throttle.succeeded(*login)
         return self._issue(account.username, account.prefix, account.role, account.generation)
+
+    def _throttled(self, username: str, request: web.BaseRequest) -> tuple[str, str]:
+        """The throttle key of a login; raises if it must wait (too many failures)."""
+        key = (f"snms:{username}", request.remote or "")
+        try:
+            self.node.authenticator.throttle.check(*key)
+        except TooManyAttempts as exc:
+            raise BusinessError(f"登录失败次数过多，请{exc.retry_after}秒后重试") from None
+        return key
 
     def _issue(self, username: str, prefix: str, role: str, generation: int) -> dict[str, str]:
         now = int(self._clock())
@@ -176,13 +194,23 @@ class SnmsApi:
         token = bearer(request.headers.get("Authorization"))
         if token is None:
             raise NotLoggedIn()
+        # Forged or stale tokens are counted per address (guessing one is
+        # hopeless, but a flood of them is still somebody probing).
+        throttle_key = (f"snms-token@{request.remote}", request.remote or "")
+        throttle = self.node.authenticator.throttle
         try:
+            throttle.check(*throttle_key)
             claims = verify(self.node.token_key, token, self._clock())
+        except TooManyAttempts as exc:
+            raise NotLoggedIn(f"无效令牌过多，请{exc.retry_after}秒后重试") from None
         except InvalidToken:
+            throttle.failed(*throttle_key)
             raise NotLoggedIn() from None
         account = await self.node.store.get_account(claims.username)
         if account is None or account.generation != claims.generation:
             raise NotLoggedIn()  # deleted, password reset, or revoked
+        if account.role in PREFIXLESS_ROLES:  # applicant, auditor, node-admin: no data
+            raise NoPermission(f"账号{account.username}没有企业前缀")
         if write and account.role not in _WRITE_ROLES:
             raise NoPermission(f"账号{account.username}为只读账号")
         self.node.quotas.charge_request(account.prefix)  # rc 603 when over the day's quota
@@ -232,7 +260,7 @@ class SnmsApi:
             raise BusinessError(snms.MSG_MISSING_PARAM.format("handle"))
         handle = self._handle(account, text)
         entry = await self.node.resolve(handle)
-        if entry.values is None:
+        if entry.rc != RC.SUCCESS or entry.values is None:
             if entry.rc == RC.SERVER_NOT_RESP:
                 raise BusinessError(snms.MSG_NOT_SERVED.format(handle.prefix))
             raise BusinessError(snms.MSG_NOT_FOUND)

@@ -45,7 +45,7 @@ async def _admin(directory: Path):  # a plain connection inside the test's schem
 
 async def test_first_open_creates_the_schema_then_reopen_applies_nothing(schema_dir: Path):
     async with PostgresStore(pg_service.url_for(schema_dir), max_size=2) as store:
-        assert store.applied_migrations == [pg_schema.SCHEMA_VERSION]
+        assert store.applied_migrations == list(range(1, pg_schema.SCHEMA_VERSION + 1))
     async with PostgresStore(pg_service.url_for(schema_dir), max_size=2) as store:
         assert store.applied_migrations == []
     conn = await _admin(schema_dir)
@@ -61,13 +61,28 @@ async def test_first_open_creates_the_schema_then_reopen_applies_nothing(schema_
         await conn.close()
 
 
+async def test_a_v1_store_is_migrated_in_place_keeping_its_handles(schema_dir: Path):
+    async with PostgresStore(pg_service.url_for(schema_dir), partitions=8) as store:
+        await store.put("88.1/A", (url(1, "a"),))
+    conn = await _admin(schema_dir)
+    try:  # back to what a version-1 idnode left behind
+        await conn.execute("DROP TABLE applications, stats_reports, stats_counts;"
+                           " DELETE FROM schema_version WHERE version > 1")
+    finally:
+        await conn.close()
+    async with PostgresStore(pg_service.url_for(schema_dir)) as store:
+        assert store.applied_migrations == [2]
+        assert await store.get("88.1/A") == (url(1, "a"),)
+        assert await store.list_applications() == []
+
+
 async def test_nodes_starting_together_migrate_once(schema_dir: Path):
     stores = [PostgresStore(pg_service.url_for(schema_dir), max_size=1, partitions=8)
               for _ in range(5)]
     await asyncio.gather(*(s.open() for s in stores))
     try:
         applied = sorted(s.applied_migrations for s in stores)
-        assert applied == [[], [], [], [], [1]]
+        assert applied == [[], [], [], [], list(range(1, pg_schema.SCHEMA_VERSION + 1))]
         await stores[0].put("88.1/A", (url(1, "a"),))
         assert await stores[4].get("88.1/A") == (url(1, "a"),)  # one database, shared
     finally:

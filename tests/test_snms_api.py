@@ -549,3 +549,41 @@ async def test_handle_rest_writes_naming_a_template_are_validated(ready):
     # no template value: no check
     status, _ = await put(f"{PREFIX}/h3", [rest_value(2000, "anything", "x")])
     assert status == 201
+
+
+async def test_partial_handle_rest_writes_keep_a_templated_record_valid(ready):
+    """``?index=`` adds/replaces and value deletes are checked on the record they leave."""
+    n, _ = ready
+    handle = f"{PREFIX}/partial"
+
+    def rest_value(index: int, type_: str, text: str) -> dict:
+        return {"index": index, "type": type_, "data": {"format": "string", "value": text}}
+
+    async def write(method: str, params: str, values: list | None = None) -> tuple[int, dict]:
+        body = None if values is None else orjson.dumps({"values": values})
+        r = await n.session.request(
+            method, n.handle_url(handle) + params, data=body,
+            headers={"Content-Type": "application/json", **n.auth()},
+        )
+        return r.status, await r.json()
+
+    status, _ = await write("PUT", "", [rest_value(1001, "TEMPLATE", VERSION),
+                                        rest_value(2000, "name", "ok"),
+                                        rest_value(2001, "URL", "https://x/")])
+    assert status == 201
+    before = await stored(n, handle)
+    refused = [
+        ("PUT", "?index=2000", [rest_value(2000, "name", "x" * 21)]),  # too long
+        ("PUT", "?index=2005", [rest_value(2005, "colour", "red")]),  # not a template item
+        ("PUT", "?index=2000", [rest_value(2000, "URL", "https://y/")]),  # wrong type
+        ("DELETE", "?index=2000", None),  # a required item
+    ]
+    for method, params, values in refused:
+        status, body = await write(method, params, values)
+        assert (status, body["responseCode"]) == (400, 202), (params, body)
+        assert await stored(n, handle) == before
+    status, _ = await write("PUT", "?index=2000", [rest_value(2000, "name", "fine")])
+    assert status == 200
+    status, _ = await write("DELETE", "?index=2001", None)  # optional item
+    assert status == 200
+    assert [v.index for v in await stored(n, handle)] == [1001, 2000]
