@@ -43,7 +43,10 @@ from resolver.authz import (
 from resolver.cache.entry import usage_prefix
 from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
 
-# (handle, values) -> raises HandleError unless they fit their metadata template
+TEMPLATE_INDEX = 1001  # a value here names the record's metadata template (SNMS)
+
+# (handle, values) -> raises HandleError unless they fit their metadata template;
+# called only for records with a value at TEMPLATE_INDEX
 TemplateCheck = Callable[[Handle, Sequence[HandleValue]], Awaitable[None]]
 
 
@@ -75,6 +78,11 @@ class Registrar:
         self._check_template = check_template
         # Handles created, per prefix, for usage statistics (resolver.stats).
         self._registrations = registrations if registrations is not None else {}
+
+    def timestamp(self) -> int:
+        """The time writes made now are stamped with. Values decoded with it already
+        are stored as they are (the API layers decode batches so): no rebuild."""
+        return int(self._clock())
 
     # -- operations --------------------------------------------------------
 
@@ -201,14 +209,26 @@ class Registrar:
         prepared: list[list[HandleValue]] = []
         for first in {h.prefix.upper(): h for h, _ in items}.values():
             self._charge(identity, first)  # one request per prefix; over quota: nothing written
+        # Decided once per batch, not per item: the stamp, and whether records
+        # naming a template (index 1001) are checked here.
+        now = int(self._clock())
+        check_template = (
+            None if isinstance(identity, PrefixAccount) else self._check_template
+        )
         for i, (handle, values) in enumerate(items):
             try:
-                self._check_served(handle)
                 prefix = handle.prefix.upper()
                 if prefix not in decided:
+                    self._check_served(handle)
                     decided[prefix] = await self._denial(identity, handle, AdminPerm.ADD_HANDLE)
-                ready = self._prepare(values)
-                await self._templated(identity, handle, ready)
+                elif handle.is_prefix_handle:
+                    self._check_served(handle)  # 0.NA/<p> is served if <p> is
+                # else: served, as the first item of its prefix was
+                ready = self._prepare(values, now)
+                if check_template is not None and any(
+                    v.index == TEMPLATE_INDEX for v in ready
+                ):
+                    await check_template(handle, ready)
                 prepared.append(ready)
             except HandleError as exc:
                 results[i] = exc
@@ -218,10 +238,22 @@ class Registrar:
         writes: list[int] = []
         put_items: list[PutItem] = []
         may_be_new: list[Handle] = []
+        create_first: set[int] = set()
         for i in pending:
             handle = items[i][0]
             values = prepared[i]
             denial = decided[handle.prefix.upper()]
+            if mode == "put" and denial is None and self._quotas is None:
+                # May add handles here: try the create, which needs no read (new
+                # handles are the common case); one that exists is read and
+                # replaced in a second round, as the record's admins allow.
+                # (With quotas, a create reserves an identifier: read first, so
+                # replacements are not counted against the limit.)
+                create_first.add(i)
+                writes.append(i)
+                put_items.append(PutItem(handle.key, values, overwrite=False))
+                may_be_new.append(handle)
+                continue
             old = None
             try:
                 if mode != "create":
@@ -241,31 +273,75 @@ class Registrar:
             put_items.append(PutItem(handle.key, values, overwrite=mode != "create"))
             if old is None:
                 may_be_new.append(handle)
-        if put_items:
-            # Refuses the whole batch (nothing written) if it could pass a quota.
-            reserved = await self._reserve(may_be_new)
+        if not put_items:
+            return self._finished(results)
+        existing: list[int] = []
+        for i, result in zip(writes, await self._write(put_items, may_be_new), strict=True):
+            if isinstance(result, HandleAlreadyExists):
+                if i in create_first:
+                    existing.append(i)
+                    continue
+                result = HandleAlreadyExists()  # the reference's bare 101
+            results[i] = result
+        if existing:
+            await self._replace_existing(identity, items, prepared, existing, results)
+        return self._finished(results)
+
+    async def _replace_existing(
+        self,
+        identity: Principal,
+        items: Sequence[tuple[Handle, Sequence[HandleValue]]],
+        prepared: list[list[HandleValue]],
+        existing: list[int],
+        results: list[PutResult | None],
+    ) -> None:
+        """put_many's second round: replace the records its creates found taken."""
+        writes: list[int] = []
+        put_items: list[PutItem] = []
+        for i in existing:
+            handle, values = items[i][0], prepared[i]
             try:
-                written = await self._store.put_many(put_items)
-            except BaseException:
-                self._release(reserved)
-                # A failed batch may still have committed some chunks.
-                await self._invalidate([item.key for item in put_items])
-                raise
-            await self._invalidate([item.key for item in put_items])
-            if any(reserved):
-                made = {
-                    item.key for item, r in zip(put_items, written, strict=True) if r is True
-                }
-                self._release([
-                    name for h, name in zip(may_be_new, reserved, strict=True)
-                    if h.key not in made
-                ])
-            for i, item, result in zip(writes, put_items, written, strict=True):
-                if result is True:
-                    self._count_created(item.key)
-                if isinstance(result, HandleAlreadyExists):
-                    result = HandleAlreadyExists()  # the reference's bare 101
+                old = await self._store.get(handle.key)
+                if old is None:  # deleted since: not reserved against a quota, so no retry
+                    raise HandleError(
+                        "The handle changed too often to write it; try again", RC.ERROR
+                    )
+                if not isinstance(identity, PrefixAccount):
+                    needed = perms_for_change(old, values, replace=True)
+                    await self._require(identity, handle, needed, old)
+            except HandleError as exc:
+                results[i] = exc
+                continue
+            writes.append(i)
+            put_items.append(PutItem(handle.key, values, overwrite=True))
+        if put_items:
+            for i, result in zip(writes, await self._write(put_items, []), strict=True):
                 results[i] = result
+
+    async def _write(self, put_items: list[PutItem], may_be_new: list[Handle]) -> list[PutResult]:
+        """Store the items, drop their keys from the cache, settle quota reservations."""
+        # Refuses the whole batch (nothing written) if it could pass a quota.
+        reserved = await self._reserve(may_be_new)
+        try:
+            written = await self._store.put_many(put_items)
+        except BaseException:
+            self._release(reserved)
+            # A failed batch may still have committed some chunks.
+            await self._invalidate([item.key for item in put_items])
+            raise
+        await self._invalidate([item.key for item in put_items])
+        if any(reserved):
+            made = {item.key for item, r in zip(put_items, written, strict=True) if r is True}
+            self._release([
+                name for h, name in zip(may_be_new, reserved, strict=True) if h.key not in made
+            ])
+        for item, result in zip(put_items, written, strict=True):
+            if result is True:
+                self._count_created(item.key)
+        return written
+
+    @staticmethod
+    def _finished(results: list[PutResult | None]) -> list[PutResult]:
         return [r if r is not None else HandleError("not written", RC.ERROR) for r in results]
 
     async def delete_many(
@@ -360,12 +436,17 @@ class Registrar:
             raise HandleNotFound()
         return old
 
-    def _prepare(self, values: Sequence[HandleValue]) -> list[HandleValue]:
-        """Validate, stamp with the server's time, and hash secrets before they are stored."""
+    def _prepare(self, values: Sequence[HandleValue], now: int | None = None) -> list[HandleValue]:
+        """Validate, stamp with the server's time (``now`` or the clock's), and hash
+        secrets before they are stored."""
         check_record(values)
-        now = int(self._clock())
+        if now is None:
+            now = int(self._clock())
         prepared = []
         for v in values:
+            if v.timestamp == now and v.type != HS_SECKEY:
+                prepared.append(v)  # stamped already (immutable: shared as is)
+                continue
             if v.type == HS_SECKEY:
                 # Never public, and never stored as given.
                 v = dataclasses.replace(

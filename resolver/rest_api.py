@@ -211,7 +211,9 @@ class RestApi:
         body = await read_large_body(request)
         if body is None:
             raise HandleError("Batch too large", RC.PROTOCOL_ERROR)
-        items = rest_json.decode_batch(body, ndjson=kind != "application/json")
+        items = rest_json.decode_batch(
+            body, ndjson=kind != "application/json", stamp=self.node.registrar.timestamp()
+        )
         overwrite = _bool_param(request.query, "overwrite", default=True)
         results: list[tuple[str | None, bool | HandleError]] = []
         ready: list[tuple[Handle, list[HandleValue]]] = []
