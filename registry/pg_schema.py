@@ -8,9 +8,10 @@ schema, append a ``Migration`` (never edit an applied one) and, for a new
 small table, add its methods to ``PostgresStore`` next to the accounts ones.
 
 Why this layout (checked with EXPLAIN in tests/test_pg_store.py; timings
-from a shared 2-core VM at load ~11, so only roughly: a get 270-300 us median
-(one loopback round trip; 10-12x SQLite's in-process ~25 us), a 100-key page at OFFSET up to 90k of a 100k-key
-prefix ~80 ms, count of that prefix ~50 ms):
+from a shared 2-core VM at load ~11, so only roughly: a get 270-300 us
+median, one loopback round trip, 10-12x SQLite's in-process ~25 us; a
+100-key page at OFFSET up to 90k of a 100k-key prefix ~80 ms; count of
+that prefix ~50 ms):
 
 * ``handles`` keeps one row per handle: the key (``COLLATE "C"``, so keys sort
   in byte order as in SQLite and ``key >= 'P/' AND key < 'P0'`` is exactly
