@@ -127,7 +127,12 @@ async def kill_under_load_and_check(server: ServerProcess) -> None:
             writers = [asyncio.create_task(writer(session, server.url, w, load))
                        for w in range(CLIENTS)]
             kill_after = random.uniform(*KILL_AFTER)
+            started = time.monotonic()
             await asyncio.sleep(kill_after)
+            # On a busy shared machine, give the load time to get going (up to 15 s).
+            while len(load.acknowledged) < 50 and time.monotonic() - started < 15:
+                await asyncio.sleep(0.1)
+            kill_after = time.monotonic() - started
             in_flight_at_kill = load.in_flight
             acked_before_kill = len(load.acknowledged)
             server.kill()  # SIGKILL, waits for the process to be gone
