@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
             def run(name: str, transport: str, seconds: float) -> dict[str, Any]:
                 other = SERVERS[1 - SERVERS.index(name)]
+                if transport == "http":
+                    seconds = max(1, round(seconds))  # wrk's -d takes whole seconds
                 a = argparse.Namespace(**{**vars(args), "seconds": seconds})
                 with paused(pids[other]):
                     if transport == "http":
