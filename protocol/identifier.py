@@ -10,7 +10,7 @@ and like it we store the upper-cased key, so listings come back upper case).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from protocol.errors import InvalidHandle
 
@@ -29,6 +29,14 @@ class Handle:
     suffix: str  # as sent
     key: str  # normalised: the lookup and storage key
 
+    # Not generated: a frozen dataclass's __init__ costs ~3x this, and a batch
+    # parses thousands of handles (see protocol.values.HandleValue).
+    def __init__(self, text: str, prefix: str, suffix: str, key: str) -> None:
+        _set_text(self, text)
+        _set_prefix(self, prefix)
+        _set_suffix(self, suffix)
+        _set_key(self, key)
+
     @property
     def prefix_key(self) -> str:
         return self.prefix.upper()
@@ -37,6 +45,11 @@ class Handle:
     def is_prefix_handle(self) -> bool:
         """True for ``0.NA/<prefix>`` records, which describe a prefix."""
         return self.prefix_key == PREFIX_NA
+
+
+_set_text, _set_prefix, _set_suffix, _set_key = (
+    Handle.__dict__[f.name].__set__ for f in fields(Handle)
+)
 
 
 def parse_handle(text: str, *, case_sensitive: bool = False) -> Handle:

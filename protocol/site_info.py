@@ -340,7 +340,7 @@ def json_obj(v: Any, what: str) -> dict[str, Any]:
 def json_list(v: Any, what: str) -> list[Any]:
     if not isinstance(v, list):
         raise MalformedMessage(f"Expected a JSON array for {what}: {_show(v)}")
-    if v and any(item is None for item in v):
+    if None in v:  # JSON values: nothing else equals None
         # Gson's ensureNoTrailingComma: [a, b, ] parses leniently as a null element.
         raise MalformedMessage(f"While parsing JSON found null in array for {what}")
     return v

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson
 
-from protocol.values import HandleValue
+from protocol.values import DEFAULT_TTL, HandleValue
 
 
 class Status(IntEnum):
@@ -135,8 +136,8 @@ def parse_json(body: bytes) -> Any:
 def expect_object(obj: Any, name: str, allowed: frozenset[str]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise BusinessError(MSG_BAD_FIELD.format(name))
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
+    if not obj.keys() <= allowed:
+        unknown = sorted(set(obj) - allowed)
         raise BusinessError(MSG_UNKNOWN_FIELD.format(unknown[0]))
     return obj
 
@@ -200,6 +201,18 @@ class SnmsValue:
     value: str
     auth: str = ""
 
+    # Not generated: a frozen dataclass's __init__ costs ~3x this (see HandleValue).
+    def __init__(self, index: int, type: str, value: str, auth: str = "") -> None:
+        _set_value_index(self, index)
+        _set_value_type(self, type)
+        _set_value_value(self, value)
+        _set_value_auth(self, auth)
+
+
+_set_value_index, _set_value_type, _set_value_value, _set_value_auth = (
+    SnmsValue.__dict__[f.name].__set__ for f in fields(SnmsValue)
+)
+
 
 @dataclass(frozen=True, slots=True)
 class IdentityRecord:
@@ -207,10 +220,22 @@ class IdentityRecord:
     template_version: str
     values: tuple[SnmsValue, ...]
 
-    def to_handle_values(self) -> list[HandleValue]:
+    def to_handle_values(self, timestamp: int = 0) -> list[HandleValue]:
         """The stored record: the TEMPLATE value at 1001, then the values as given."""
-        template = HandleValue(TEMPLATE_INDEX, TEMPLATE_TYPE, self.template_version.encode())
-        return [template] + [HandleValue(v.index, v.type, v.value.encode()) for v in self.values]
+        values = [_template_value(self.template_version, timestamp)]
+        for v in self.values:
+            values.append(
+                HandleValue(v.index, v.type, v.value.encode(), DEFAULT_TTL, False, timestamp)
+            )
+        return values
+
+
+@lru_cache(maxsize=64)
+def _template_value(version: str, timestamp: int) -> HandleValue:
+    # Values are immutable: a batch's records share this one.
+    return HandleValue(
+        TEMPLATE_INDEX, TEMPLATE_TYPE, version.encode(), DEFAULT_TTL, False, timestamp
+    )
 
 
 _RECORD_FIELDS: Final = frozenset({"handle", "templateVersion", "value"})
@@ -220,33 +245,50 @@ _HANDLE_FIELDS: Final = frozenset({"handle"})
 
 
 def parse_value(obj: Any) -> SnmsValue:
+    # Each field is taken as is when it has the usual shape (the checks below
+    # are what string_field/int_field would do with it); anything else goes
+    # through those helpers, which word the error. A batch parses thousands.
     item = expect_object(obj, "value", _VALUE_FIELDS)
-    index = int_field(item, "index")
+    index = item.get("index")
+    if type(index) is not int:
+        index = int_field(item, "index")
     if index == TEMPLATE_INDEX:
         raise BusinessError(MSG_RESERVED_INDEX)
     if not 0 < index <= 0x7FFFFFFF:
         raise BusinessError(MSG_BAD_FIELD.format("index"))
-    type_ = string_field(item, "type", MAX_TYPE)
+    type_ = item.get("type")
+    if type(type_) is not str or not 0 < len(type_) <= MAX_TYPE:
+        type_ = string_field(item, "type", MAX_TYPE)
     data = expect_object(item.get("data"), "data", _DATA_FIELDS)
     if data.get("format", "string") != "string":
         raise BusinessError(MSG_FORMAT)
-    text = string_field(data, "value", MAX_VALUE, required=False)
-    if "value" not in data:
-        raise BusinessError(MSG_MISSING_PARAM.format("data.value"))
-    auth = string_field(item, "auth", 64, required=False)
+    text = data.get("value")
+    if type(text) is not str or len(text) > MAX_VALUE:
+        text = string_field(data, "value", MAX_VALUE, required=False)
+        if "value" not in data:
+            raise BusinessError(MSG_MISSING_PARAM.format("data.value"))
+    auth = item.get("auth")
+    if auth is None:
+        auth = ""
+    elif type(auth) is not str or len(auth) > 64:
+        auth = string_field(item, "auth", 64, required=False)
     return SnmsValue(index, type_, text, auth)
 
 
 def parse_record(obj: Any) -> IdentityRecord:
     body = expect_object(obj, "body", _RECORD_FIELDS)
-    handle = string_field(body, "handle", MAX_HANDLE)
-    version = string_field(body, "templateVersion", MAX_TEMPLATE_VERSION)
+    handle = body.get("handle")
+    if type(handle) is not str or not 0 < len(handle) <= MAX_HANDLE:
+        handle = string_field(body, "handle", MAX_HANDLE)
+    version = body.get("templateVersion")
+    if type(version) is not str or not 0 < len(version) <= MAX_TEMPLATE_VERSION:
+        version = string_field(body, "templateVersion", MAX_TEMPLATE_VERSION)
     raw_values = body.get("value")
     if raw_values is None:
         raise BusinessError(MSG_MISSING_PARAM.format("value"))
     if not isinstance(raw_values, list):
         raise BusinessError(MSG_BAD_FIELD.format("value"))
-    values = tuple(parse_value(v) for v in raw_values)
+    values = tuple([parse_value(v) for v in raw_values])
     seen: set[int] = set()
     for v in values:
         if v.index in seen:

@@ -12,10 +12,11 @@ lives in ``protocol.site_info``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntFlag
 
-from protocol.errors import InvalidValue, MalformedMessage
+from protocol.codes import RC
+from protocol.errors import HandleError, InvalidValue, MalformedMessage
 from protocol.wire import WireReader, WireWriter
 
 # Well-known types.
@@ -78,6 +79,30 @@ class HandleValue:
     permissions: int = DEFAULT_PERMS
     references: tuple[ValueReference, ...] = field(default=())
 
+    # Written out instead of generated: a frozen dataclass's __init__ sets each
+    # field through object.__setattr__, ~5x the cost of a plain one, and batch
+    # writes and record decoding build millions of values. The slots' own
+    # setters (bound below the class) skip that lookup: about half the cost.
+    def __init__(
+        self,
+        index: int,
+        type: str,
+        data: bytes = b"",
+        ttl: int = DEFAULT_TTL,
+        ttl_absolute: bool = False,
+        timestamp: int = 0,
+        permissions: int = DEFAULT_PERMS,
+        references: tuple[ValueReference, ...] = (),
+    ) -> None:
+        _set_index(self, index)
+        _set_type(self, type)
+        _set_data(self, data)
+        _set_ttl(self, ttl)
+        _set_ttl_absolute(self, ttl_absolute)
+        _set_timestamp(self, timestamp)
+        _set_permissions(self, permissions)
+        _set_references(self, references)
+
     @property
     def public_read(self) -> bool:
         return bool(self.permissions & _PUBLIC_READ)
@@ -94,6 +119,12 @@ class HandleValue:
         return self.ttl if self.ttl_absolute else now + self.ttl
 
 
+(
+    _set_index, _set_type, _set_data, _set_ttl, _set_ttl_absolute, _set_timestamp,
+    _set_permissions, _set_references,
+) = (HandleValue.__dict__[f.name].__set__ for f in fields(HandleValue))  # fmt: skip
+
+
 def check_value(value: HandleValue) -> None:
     """Structural checks every write path applies (rc 202 on failure)."""
     if not 0 < value.index <= MAX_INDEX:
@@ -108,12 +139,15 @@ def check_value(value: HandleValue) -> None:
 
 def check_record(values: Sequence[HandleValue]) -> None:
     """Every value valid and indexes unique (rc 201 for a duplicate, as Handle.Net)."""
-    from protocol.codes import RC
-    from protocol.errors import HandleError
-
     seen: set[int] = set()
     for value in values:
-        check_value(value)
+        if not (
+            0 < value.index <= MAX_INDEX
+            and value.type
+            and 0 <= value.permissions <= 0x0F
+            and -(2**31) <= value.ttl < 2**32
+        ):  # check_value's conditions inline (batches check thousands); it says which
+            check_value(value)
         if value.index in seen:
             raise HandleError(f"Index conflict for {value.index}", RC.VALUE_ALREADY_EXISTS)
         seen.add(value.index)

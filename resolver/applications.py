@@ -28,7 +28,7 @@ import dataclasses
 import datetime
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final
 
 from protocol.codes import RC
@@ -105,7 +105,7 @@ class ApplicationDesk:
         seal: Callable[[bytes], bytes],
         clock: Callable[[], float] = time.time,
         after_approval: Callable[[str], Awaitable[None]] | None = None,
-        invalidate: Callable[[str], None] | None = None,
+        invalidate: Callable[[Collection[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.parent = parse_prefix(parent) if parent else None
@@ -219,8 +219,8 @@ class ApplicationDesk:
             raise ApplicationConflict(
                 f"The credentials of application {app.id} were collected already"
             ) from None
-        if self._invalidate is not None:
-            self._invalidate(key)
+        if self._invalidate is not None:  # every worker's cache (resolver.coherence)
+            await self._invalidate((key,))
         return admin_identity(app.prefix), secret
 
     # -- allocation ---------------------------------------------------------------

@@ -1,12 +1,15 @@
 """``idnode``: run a node, administer its store, and talk to a node as a client.
 
     idnode init     --store PATH --prefix 88.100.1 [--admin-secret S]
-    idnode serve    --store PATH [--host H] [--port 8000] [--cache-size BYTES] ...
+    idnode serve    --store PATH [--host H] [--port 8000] [--workers N] [--cache-size BYTES] ...
     idnode resolve  HANDLE [--server URL] [--type T] [--index N]
     idnode trace    HANDLE [--server URL] [--max-depth N] [--json]
     idnode register HANDLE (--value TYPE=DATA ... | --json FILE) --auth 300:P/ADMIN [--secret S]
     idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
     idnode prefix   add|list ...
+    idnode delegate PREFIX --store PATH [--secret S]   (top-level: register a secondary)
+    idnode unhome   --home-at URL --home-auth 300:0.NA/P [--home-secret S]  (secondary moved away)
+    idnode simulate [--secondaries N] [--enterprises E] [--ids-per-enterprise K] [--seed S]
     idnode account add USERNAME --prefix 88.100.1 [--password P] | revoke USERNAME
     idnode application list|approve ID --parent 88.118|reject ID --reason R
     idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="binary Handle protocol port, UDP and TCP (0 = any free port)")
     p.add_argument("--no-handle-protocol", action="store_true",
                    help="serve only HTTP, no binary Handle protocol")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes sharing the ports (default: one per core; "
+                        "1 = a single process, no supervisor)")
     p.add_argument("--role", choices=ROLES, default="secondary")
     p.add_argument("--cache-size", type=_size, default=_DEFAULTS.cache_bytes,
                    help="cache bound in bytes (256M, 1G...)")
@@ -83,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+    r = p.add_argument_group("recursive role")
+    r.add_argument("--top-level", action="append", default=[], metavar="HOST:PORT",
+                   help="binary Handle endpoint of the top-level node (repeatable)")
+    r.add_argument("--upstream-timeout", type=float, default=_DEFAULTS.upstream_timeout,
+                   help="seconds to wait for an upstream server")
+    r.add_argument("--stale-window", type=float, default=_DEFAULTS.stale_window,
+                   help="seconds past expiry an answer may be served while its upstream is down")
+    h = p.add_argument_group("secondary role: homing at the top-level")
+    h.add_argument("--home-at", metavar="URL", help="the top-level's HTTP(S) base URL")
+    h.add_argument("--home-auth", metavar="300:0.NA/PREFIX",
+                   help="identity the top-level registered for this node (idnode delegate)")
+    h.add_argument("--home-secret", default=os.environ.get("IDNODE_HOME_SECRET"),
+                   help="its secret (or $IDNODE_HOME_SECRET)")
+    h.add_argument("--home-refresh", type=float, default=_DEFAULTS.home_refresh,
+                   help="seconds between re-writes of this node's site")
     p.add_argument("--stats-upstream", metavar="URL",
                    help="send usage statistics to this (top-level) node, e.g. https://tl:8000")
     p.add_argument("--stats-interval", type=float, default=_DEFAULTS.stats_interval,
@@ -145,6 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--admin", help="index:handle administering the prefix")
     pl = psub.add_parser("list", help="list homed prefixes")
     pl.add_argument("--store", default=str(DEFAULT_STORE))
+
+    p = sub.add_parser("delegate", help="top-level: register the secondary serving a prefix")
+    p.add_argument("prefix", help="industry prefix, e.g. 88.118")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--secret", help="the secondary's secret (generated if omitted)")
+
+    p = sub.add_parser("unhome", help="remove a secondary's site from the top-level's "
+                                      "0.NA/<prefix> record")
+    p.add_argument("--home-at", required=True, metavar="URL", help="the top-level's base URL")
+    p.add_argument("--home-auth", required=True, metavar="300:0.NA/PREFIX")
+    p.add_argument("--home-secret", default=os.environ.get("IDNODE_HOME_SECRET"),
+                   help="its secret (or $IDNODE_HOME_SECRET)")
+
+    p = sub.add_parser("simulate", help="run a whole hierarchy on loopback (top-level, "
+                                        "secondaries, recursive) with generated enterprises")
+    from resolver.simulate import add_arguments
+
+    add_arguments(p)
 
     p = sub.add_parser("account", help="SNMS application identities (token logins)")
     asub = p.add_subparsers(dest="account_command", required=True)
@@ -258,29 +297,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+async def _unhome(args: argparse.Namespace) -> int:
+    from protocol.errors import HandleError
+    from resolver.auth import Identity
+    from resolver.homing import Homing, HomingError
+
+    if not args.home_secret:
+        raise admin_tasks.CommandError("--home-secret (or $IDNODE_HOME_SECRET) is required")
+    try:
+        homing = Homing(args.home_at, Identity.parse(args.home_auth), args.home_secret)
+        await homing.unhome()
+    except (ValueError, HandleError, HomingError) as exc:
+        raise admin_tasks.CommandError(str(exc)) from None
+    print(f"{homing.prefix}: site removed from {homing.record_url}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     command = args.command
     if command == "serve":
         from resolver.server import run
+        from resolver.upstream import parse_endpoint
+        from resolver.workers import default_workers, supervise
 
-        run(
-            NodeConfig(
-                store=args.store, host=args.host, port=args.port, role=args.role,
-                handle_port=None if args.no_handle_protocol else args.handle_port,
-                cache_bytes=args.cache_size, cache_max_ttl=args.cache_max_ttl,
-                cache_negative_ttl=args.cache_negative_ttl, case_sensitive=args.case_sensitive,
-                access_log=args.access_log, idle_timeout=args.idle_timeout,
-                log_level=args.log_level,
-                tls_cert=args.tls_cert, tls_key=args.tls_key,
-                allow_insecure_auth=args.allow_insecure_auth,
-                server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
-                quotas=tuple(args.quota), enterprise_parent=args.enterprise_parent,
-                stats_upstream=args.stats_upstream, stats_interval=args.stats_interval,
-                stats_identity=args.stats_identity, stats_secret=_stats_secret(args),
-                stats_spool=args.stats_spool, stats_max_reports=args.stats_max_reports,
-            )
+        workers = default_workers() if args.workers is None else args.workers
+        if workers < 1:
+            raise admin_tasks.CommandError("--workers must be at least 1")
+        if args.role == "recursive" and not args.top_level:
+            raise admin_tasks.CommandError("--role recursive needs --top-level HOST:PORT")
+        try:
+            for endpoint in args.top_level:
+                parse_endpoint(endpoint)
+        except ValueError as exc:
+            raise admin_tasks.CommandError(str(exc)) from None
+        if args.home_at and not (args.home_auth and args.home_secret):
+            raise admin_tasks.CommandError("--home-at needs --home-auth and --home-secret")
+        config = NodeConfig(
+            store=args.store, host=args.host, port=args.port, role=args.role,
+            handle_port=None if args.no_handle_protocol else args.handle_port,
+            cache_bytes=args.cache_size, cache_max_ttl=args.cache_max_ttl,
+            cache_negative_ttl=args.cache_negative_ttl, case_sensitive=args.case_sensitive,
+            access_log=args.access_log, idle_timeout=args.idle_timeout,
+            log_level=args.log_level,
+            tls_cert=args.tls_cert, tls_key=args.tls_key,
+            allow_insecure_auth=args.allow_insecure_auth,
+            server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
+            quotas=tuple(args.quota), top_level=tuple(args.top_level),
+            upstream_timeout=args.upstream_timeout, stale_window=args.stale_window,
+            home_at=args.home_at, home_auth=args.home_auth, home_secret=args.home_secret,
+            home_refresh=args.home_refresh, enterprise_parent=args.enterprise_parent,
+            stats_upstream=args.stats_upstream, stats_interval=args.stats_interval,
+            stats_identity=args.stats_identity, stats_secret=_stats_secret(args),
+            stats_spool=args.stats_spool, stats_max_reports=args.stats_max_reports,
         )
+        if workers > 1:
+            return supervise(config, workers)
+        run(config)
         return 0
+    if command == "delegate":
+        return asyncio.run(admin_tasks.delegate(args.store, args.prefix, args.secret))
+    if command == "unhome":
+        return asyncio.run(_unhome(args))
+    if command == "simulate":
+        from resolver.simulate import simulate
+
+        return simulate(args)
     if command == "init":
         return asyncio.run(
             admin_tasks.init(args.store, args.prefix, args.admin_secret, args.if_new)

@@ -47,6 +47,24 @@ class NodeConfig:
     stats_secret: str | None = None
     stats_spool: str | None = None
     stats_max_reports: int = 1440
+    # Set by ``idnode serve --workers N`` (resolver.workers) in each worker:
+    # its slot, and SO_REUSEPORT so the workers share the ports.
+    worker_slot: int | None = None
+    reuse_port: bool = False
+
+    # Recursive role: the top-level's binary Handle endpoints ("host:port"),
+    # how long to wait for an upstream, and how long past expiry an answer
+    # may be served when its upstream is down.
+    top_level: tuple[str, ...] = field(default=())
+    upstream_timeout: float = 2.0
+    stale_window: float = 300.0
+    # Secondary role: keep this node's site in the top-level's 0.NA/<prefix>
+    # record (resolver.homing). URL of the top-level's REST API, the identity
+    # "300:0.NA/<prefix>" it registered for this node, and its secret.
+    home_at: str | None = None
+    home_auth: str | None = None
+    home_secret: str | None = None
+    home_refresh: float = 300.0
 
     @property
     def tls(self) -> bool:

@@ -37,10 +37,12 @@ class RouteLatency:
         self.total = 0.0
         self.codes: dict[int, int] = {}
 
-    def observe(self, status: int, seconds: float) -> None:
-        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.total += seconds
-        self.codes[status] = self.codes.get(status, 0) + 1
+    def observe(self, status: int, seconds: float, requests: int = 1) -> None:
+        """``requests`` answers, one of them timed at ``seconds`` standing for all
+        (a sampling caller passes those it did not time since its last call)."""
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += requests
+        self.total += seconds * requests
+        self.codes[status] = self.codes.get(status, 0) + requests
 
 
 class RequestMetrics:
@@ -48,6 +50,9 @@ class RequestMetrics:
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], RouteLatency] = {}
+        # Called before every scrape by callers that sample: they count what
+        # they have answered but not observed yet.
+        self.flushes: set[Callable[[], None]] = set()
 
     def route(self, transport: str, route: str) -> RouteLatency:
         """Bind once per route (at startup or first use) and keep the object."""
@@ -66,6 +71,8 @@ class RequestMetrics:
             "idnode_request_duration_seconds", "Time to answer a request",
             labels=["transport", "route"],
         )
+        for flush in list(self.flushes):
+            flush()
         for (transport, route), stats in sorted(self.routes.items()):
             for status, count in sorted(stats.codes.items()):
                 requests.add_metric([transport, route, str(status)], count)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,15 +26,18 @@ from registry.store import Store
 from resolver.applications import ApplicationDesk
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
+from resolver.coherence import Coherence, ExternalWritesWatch, Peers
 from resolver.config import NodeConfig
 from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
 from resolver.quotas import QuotaBook, parse_quota
+from resolver.recursive import RecursiveResolver
 from resolver.registrar import Registrar
 from resolver.roles import chain_for_role
 from resolver.snms_tokens import token_key
 from resolver.stats import StatsReporter, StatsSpool, UsageCounter
 from resolver.stats_api import ReportedTotals, identity_scope
 from resolver.template_check import TemplateChecker
+from resolver.upstream import HandleUpstream, UpstreamUnavailable, parse_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,9 @@ def open_store(config: NodeConfig) -> Store:
     """The backend named by ``--store``: a file path means the embedded SQLite store."""
     if "://" in config.store:
         raise ValueError(f"Unsupported store URL {config.store!r}: give a file path")
-    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous)
+    # The node tells every cache of its writes (resolver.coherence), so they
+    # do not count as unannounced.
+    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous, announces_writes=True)
 
 
 def stats_reporter(config: NodeConfig, usage: UsageCounter) -> StatsReporter:
@@ -53,6 +59,10 @@ def stats_reporter(config: NodeConfig, usage: UsageCounter) -> StatsReporter:
     spool_dir = config.stats_spool
     if spool_dir is None and "://" not in config.store:
         spool_dir = config.store + ".stats-spool"
+    if spool_dir is not None and config.worker_slot is not None:
+        # Each worker counts and reports its own share (the top-level sums
+        # reports); one spool each, so no two deliver or delete the same file.
+        spool_dir = str(Path(spool_dir) / f"worker-{config.worker_slot}")
     authorization = None
     node_name = ""
     if config.stats_identity:
@@ -72,16 +82,43 @@ def stats_reporter(config: NodeConfig, usage: UsageCounter) -> StatsReporter:
 
 
 class Node:
-    def __init__(self, config: NodeConfig, store: Store | None = None) -> None:
+    def __init__(
+        self, config: NodeConfig, store: Store | None = None, peers: Sequence[Peers] = ()
+    ) -> None:
         self.config = config
         self.store = store if store is not None else open_store(config)
         self.homed: set[str] = set()
+        recursive = config.role == "recursive"
         self.cache = ResolutionCache(
             max_bytes=config.cache_bytes,
             max_ttl=config.cache_max_ttl,
             negative_ttl=config.cache_negative_ttl,
+            stale_window=config.stale_window if recursive else 0.0,
+            stale_on=(UpstreamUnavailable,),
         )
-        self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
+        self.upstream: HandleUpstream | None = None
+        self.recursive: RecursiveResolver | None = None
+        if recursive:
+            self.upstream = HandleUpstream(timeout=config.upstream_timeout)
+            self.recursive = RecursiveResolver(
+                self.upstream,
+                [parse_endpoint(text) for text in config.top_level],
+                ResolutionCache(
+                    max_bytes=max(config.cache_bytes // 16, 1 << 20),
+                    max_ttl=config.cache_max_ttl,
+                    negative_ttl=config.cache_negative_ttl,
+                    stale_window=config.stale_window,
+                    stale_on=(UpstreamUnavailable,),
+                ),
+            )
+        self._lookup = chain_for_role(
+            config.role, store=self.store, homed=self.homed,
+            forward=self.recursive.resolve if self.recursive else None,
+        )
+        # Writes reach every cache before they are acknowledged: sibling
+        # workers and other nodes through ``peers``.
+        self.coherence = Coherence(self.cache, self.reload_homed, peers)
+        self.external_writes = ExternalWritesWatch(self.store, self.cache, self.reload_homed)
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
         # HS_SECKEY values are kept hashed (HTTP Basic) and sealed under this
@@ -100,8 +137,8 @@ class Node:
         self.reporter: StatsReporter | None = None
         self.registrar = Registrar(
             store=self.store,
-            cache=self.cache,
-            serves=self.serves,
+            invalidate=self.coherence.invalidate,
+            serves=self.serves_handle,
             record_of=self.record_of,
             server_admins=self.server_admins,
             seal=self.sealer.seal,
@@ -114,18 +151,28 @@ class Node:
             parent=config.enterprise_parent,
             seal=self.sealer.seal,
             after_approval=self._prefix_allocated,
-            invalidate=self.cache.invalidate,
+            invalidate=self.coherence.invalidate,
         )
         self.registry = CollectorRegistry()
+        # What /metrics renders, after awaiting ``before_scrape``: this
+        # process's registry, or the whole node's (resolver.worker_metrics).
+        self.metrics_view = self.registry
+        self.before_scrape: Callable[[], Awaitable[None]] | None = None
         self.requests = RequestMetrics()
         self.store_latency = store_latency(self.registry)
         self._register_metrics()
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self.upstream is not None:
+            await self.upstream.start()
         await self.store.open()
+        # Peers' messages are acknowledged unapplied until here: harmless,
+        # nothing has been cached yet.
+        await self.coherence.start()
         await self.reload_homed()
         await self.reported.load(self.store)
+        await self.external_writes.start()
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
         if self.config.stats_upstream:
             self.reporter = stats_reporter(self.config, self.usage)
@@ -134,8 +181,12 @@ class Node:
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        if self.upstream is not None:
+            await self.upstream.stop()
         if self.reporter is not None:
             await self.reporter.stop()
+        await self.external_writes.stop()
+        await self.coherence.stop()
         await self.store.close()
 
     # -- resolution --------------------------------------------------------
@@ -178,9 +229,16 @@ class Node:
     def serves(self, prefix: str) -> bool:
         return prefix.upper() in self.homed
 
+    def serves_handle(self, handle: Handle) -> bool:
+        """May ``handle`` be written here? A top-level holds every ``0.NA/`` record."""
+        if handle.is_prefix_handle:
+            return self.config.role == "top-level" or self.serves(handle.suffix)
+        return self.serves(handle.prefix)
+
     # -- prefixes ----------------------------------------------------------
 
     async def reload_homed(self) -> None:
+        """Re-read the homed prefixes (this process only; ``coherence.reload_homed`` tells all)."""
         current = set(await self.store.homed_prefixes())
         if current != self.homed:
             self.homed.clear()
@@ -197,7 +255,8 @@ class Node:
                 log.exception("Could not reload homed prefixes")
 
     async def _prefix_allocated(self, prefix: str) -> None:
-        await self.reload_homed()  # serve it now, not at the next refresh
+        # Serve it now, not at the next refresh, in every worker.
+        await self.coherence.reload_homed()
 
     async def home_prefix(self, prefix: str, admin_values: list[HandleValue]) -> None:
         """Home ``prefix`` here and write its ``0.NA/`` record (admins of the prefix)."""
@@ -207,10 +266,30 @@ class Node:
         if admin_values:
             key = self.parse(prefix_handle(prefix)).key
             await self.store.put(key, admin_values)
-            self.cache.invalidate(key)
-        await self.reload_homed()
+            await self.coherence.invalidate((key,))
+        await self.coherence.reload_homed()
+
+    async def unhome_prefix(self, prefix: str) -> None:
+        """Stop serving ``prefix`` here (its records stay in the store)."""
+        await self.store.unhome_prefix(parse_prefix(prefix))
+        await self.coherence.reload_homed()
 
     # -- metrics -----------------------------------------------------------
+
+    def _recursive_metrics(self) -> dict[str, tuple[str, str, Callable[[], float]]]:
+        if self.recursive is None or self.upstream is None:
+            return {}
+        upstream, sites = self.upstream, self.recursive.prefix_cache
+        return {
+            "idnode_upstream_requests": ("counter", "Requests sent to other servers",
+                                         lambda: upstream.requests),
+            "idnode_upstream_failures": ("counter", "Upstream requests without an answer",
+                                         lambda: upstream.failures),
+            "idnode_prefix_cache_hits": ("counter", "Prefix-to-site cache hits",
+                                         lambda: sites.hits),
+            "idnode_prefix_cache_misses": ("counter", "Prefix-to-site lookups at the top-level",
+                                           lambda: sites.misses),
+        }
 
     def _register_metrics(self) -> None:
         cache = self.cache
@@ -231,6 +310,10 @@ class Node:
                                            lambda: cache.bytes),
                     "idnode_homed_prefixes": ("gauge", "Prefixes served here",
                                               lambda: len(self.homed)),
+                    "idnode_cache_stale_served": (
+                        "counter", "Replies served stale because an upstream was down",
+                        lambda: cache.stale_hits),
+                    **self._recursive_metrics(),
                 }
             )
         )

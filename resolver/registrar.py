@@ -1,8 +1,9 @@
 """The write path shared by every API: authorise, stamp, seal secrets, store, invalidate.
 
-Every method returns only after the store has committed the change and the
-cache has forgotten the old record, so a client that reads after its write
-was acknowledged sees it.
+Every method returns only after the store has committed the change and every
+cache (this process's, sibling workers', other nodes': ``resolver.coherence``)
+has forgotten the old record, so a client that reads after its write was
+acknowledged sees it, through any worker. Batches invalidate in one message.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from protocol.codes import RC
 from protocol.errors import (
@@ -39,11 +40,13 @@ from resolver.authz import (
     perms_for_change,
     perms_for_removal,
 )
-from resolver.cache import ResolutionCache
 from resolver.cache.entry import usage_prefix
 from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
 
-# (handle, values) -> raises HandleError unless they fit their metadata template
+TEMPLATE_INDEX = 1001  # a value here names the record's metadata template (SNMS)
+
+# (handle, values) -> raises HandleError unless they fit their metadata template;
+# called only for records with a value at TEMPLATE_INDEX
 TemplateCheck = Callable[[Handle, Sequence[HandleValue]], Awaitable[None]]
 
 
@@ -52,8 +55,8 @@ class Registrar:
         self,
         *,
         store: Store,
-        cache: ResolutionCache,
-        serves: Callable[[str], bool],
+        invalidate: Callable[[Collection[str]], Awaitable[None]],
+        serves: Callable[[Handle], bool],
         record_of: RecordByHandle,
         server_admins: frozenset[Identity],
         seal: Callable[[bytes], bytes],
@@ -63,8 +66,8 @@ class Registrar:
         registrations: dict[str, int] | None = None,
     ) -> None:
         self._store = store
-        self._cache = cache
-        self._serves = serves  # prefix -> homed here?
+        self._invalidate = invalidate  # keys -> dropped from every cache (Coherence)
+        self._serves = serves  # handle -> may it be written here?
         self._record_of = record_of  # cached reads, for credentials and admin lists
         self._server_admins = server_admins
         self._seal = seal  # HS_SECKEY data -> its stored (hashed and sealed) form
@@ -75,6 +78,11 @@ class Registrar:
         self._check_template = check_template
         # Handles created, per prefix, for usage statistics (resolver.stats).
         self._registrations = registrations if registrations is not None else {}
+
+    def timestamp(self) -> int:
+        """The time writes made now are stamped with. Values decoded with it already
+        are stored as they are (the API layers decode batches so): no rebuild."""
+        return int(self._clock())
 
     # -- operations --------------------------------------------------------
 
@@ -106,7 +114,7 @@ class Registrar:
                         # store's names the key in its stored spelling).
                         raise HandleAlreadyExists() from None
                 else:
-                    self._cache.invalidate(handle.key)
+                    await self._invalidate((handle.key,))
                     self._count_created(handle.key)
                     return True
             old = await store.get(handle.key)
@@ -118,7 +126,7 @@ class Registrar:
                 raise HandleAlreadyExists()
             await self._require(identity, handle, perms_for_change(old, values, replace=True), old)
             await store.put(handle.key, values)
-            self._cache.invalidate(handle.key)
+            await self._invalidate((handle.key,))
             return False
         raise HandleError("The handle changed too often to write it; try again", RC.ERROR)
 
@@ -133,7 +141,7 @@ class Registrar:
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
         await self._templated(identity, handle, _overlay(old, values))
         created = await self._store.add_values(handle.key, values, overwrite=overwrite)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
         return created
 
     async def modify_values(
@@ -151,7 +159,7 @@ class Registrar:
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
         await self._templated(identity, handle, _overlay(old, values))
         await self._store.add_values(handle.key, values, overwrite=True)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
 
     async def remove_values(
         self, identity: Principal, handle: Handle, indexes: Sequence[int]
@@ -163,7 +171,7 @@ class Registrar:
         gone = set(indexes)
         await self._templated(identity, handle, [v for v in old if v.index not in gone])
         await self._store.remove_values(handle.key, indexes)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
 
     async def delete(self, identity: Principal, handle: Handle) -> None:
         self._check_served(handle)
@@ -171,7 +179,7 @@ class Registrar:
         old = await self._existing(handle)
         await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
         await self._store.delete(handle.key)
-        self._cache.invalidate(handle.key)
+        await self._invalidate((handle.key,))
         if self._quotas is not None:
             self._quotas.deleted(handle.prefix)
 
@@ -201,14 +209,26 @@ class Registrar:
         prepared: list[list[HandleValue]] = []
         for first in {h.prefix.upper(): h for h, _ in items}.values():
             self._charge(identity, first)  # one request per prefix; over quota: nothing written
+        # Decided once per batch, not per item: the stamp, and whether records
+        # naming a template (index 1001) are checked here.
+        now = int(self._clock())
+        check_template = (
+            None if isinstance(identity, PrefixAccount) else self._check_template
+        )
         for i, (handle, values) in enumerate(items):
             try:
-                self._check_served(handle)
                 prefix = handle.prefix.upper()
                 if prefix not in decided:
+                    self._check_served(handle)
                     decided[prefix] = await self._denial(identity, handle, AdminPerm.ADD_HANDLE)
-                ready = self._prepare(values)
-                await self._templated(identity, handle, ready)
+                elif handle.is_prefix_handle:
+                    self._check_served(handle)  # 0.NA/<p> is served if <p> is
+                # else: served, as the first item of its prefix was
+                ready = self._prepare(values, now)
+                if check_template is not None and any(
+                    v.index == TEMPLATE_INDEX for v in ready
+                ):
+                    await check_template(handle, ready)
                 prepared.append(ready)
             except HandleError as exc:
                 results[i] = exc
@@ -218,10 +238,22 @@ class Registrar:
         writes: list[int] = []
         put_items: list[PutItem] = []
         may_be_new: list[Handle] = []
+        create_first: set[int] = set()
         for i in pending:
             handle = items[i][0]
             values = prepared[i]
             denial = decided[handle.prefix.upper()]
+            if mode == "put" and denial is None and self._quotas is None:
+                # May add handles here: try the create, which needs no read (new
+                # handles are the common case); one that exists is read and
+                # replaced in a second round, as the record's admins allow.
+                # (With quotas, a create reserves an identifier: read first, so
+                # replacements are not counted against the limit.)
+                create_first.add(i)
+                writes.append(i)
+                put_items.append(PutItem(handle.key, values, overwrite=False))
+                may_be_new.append(handle)
+                continue
             old = None
             try:
                 if mode != "create":
@@ -241,31 +273,75 @@ class Registrar:
             put_items.append(PutItem(handle.key, values, overwrite=mode != "create"))
             if old is None:
                 may_be_new.append(handle)
-        if put_items:
-            # Refuses the whole batch (nothing written) if it could pass a quota.
-            reserved = await self._reserve(may_be_new)
+        if not put_items:
+            return self._finished(results)
+        existing: list[int] = []
+        for i, result in zip(writes, await self._write(put_items, may_be_new), strict=True):
+            if isinstance(result, HandleAlreadyExists):
+                if i in create_first:
+                    existing.append(i)
+                    continue
+                result = HandleAlreadyExists()  # the reference's bare 101
+            results[i] = result
+        if existing:
+            await self._replace_existing(identity, items, prepared, existing, results)
+        return self._finished(results)
+
+    async def _replace_existing(
+        self,
+        identity: Principal,
+        items: Sequence[tuple[Handle, Sequence[HandleValue]]],
+        prepared: list[list[HandleValue]],
+        existing: list[int],
+        results: list[PutResult | None],
+    ) -> None:
+        """put_many's second round: replace the records its creates found taken."""
+        writes: list[int] = []
+        put_items: list[PutItem] = []
+        for i in existing:
+            handle, values = items[i][0], prepared[i]
             try:
-                written = await self._store.put_many(put_items)
-            except BaseException:
-                self._release(reserved)
-                raise
-            finally:
-                for item in put_items:
-                    self._cache.invalidate(item.key)
-            if any(reserved):
-                made = {
-                    item.key for item, r in zip(put_items, written, strict=True) if r is True
-                }
-                self._release([
-                    name for h, name in zip(may_be_new, reserved, strict=True)
-                    if h.key not in made
-                ])
-            for i, item, result in zip(writes, put_items, written, strict=True):
-                if result is True:
-                    self._count_created(item.key)
-                if isinstance(result, HandleAlreadyExists):
-                    result = HandleAlreadyExists()  # the reference's bare 101
+                old = await self._store.get(handle.key)
+                if old is None:  # deleted since: not reserved against a quota, so no retry
+                    raise HandleError(
+                        "The handle changed too often to write it; try again", RC.ERROR
+                    )
+                if not isinstance(identity, PrefixAccount):
+                    needed = perms_for_change(old, values, replace=True)
+                    await self._require(identity, handle, needed, old)
+            except HandleError as exc:
+                results[i] = exc
+                continue
+            writes.append(i)
+            put_items.append(PutItem(handle.key, values, overwrite=True))
+        if put_items:
+            for i, result in zip(writes, await self._write(put_items, []), strict=True):
                 results[i] = result
+
+    async def _write(self, put_items: list[PutItem], may_be_new: list[Handle]) -> list[PutResult]:
+        """Store the items, drop their keys from the cache, settle quota reservations."""
+        # Refuses the whole batch (nothing written) if it could pass a quota.
+        reserved = await self._reserve(may_be_new)
+        try:
+            written = await self._store.put_many(put_items)
+        except BaseException:
+            self._release(reserved)
+            # A failed batch may still have committed some chunks.
+            await self._invalidate([item.key for item in put_items])
+            raise
+        await self._invalidate([item.key for item in put_items])
+        if any(reserved):
+            made = {item.key for item, r in zip(put_items, written, strict=True) if r is True}
+            self._release([
+                name for h, name in zip(may_be_new, reserved, strict=True) if h.key not in made
+            ])
+        for item, result in zip(put_items, written, strict=True):
+            if result is True:
+                self._count_created(item.key)
+        return written
+
+    @staticmethod
+    def _finished(results: list[PutResult | None]) -> list[PutResult]:
         return [r if r is not None else HandleError("not written", RC.ERROR) for r in results]
 
     async def delete_many(
@@ -299,11 +375,12 @@ class Registrar:
                     self._quotas.deleted(handle.prefix)
             except HandleError as exc:
                 results[i] = exc
-            finally:
-                self._cache.invalidate(handle.key)
 
         # Concurrent: the store's writer commits them in a few transactions.
-        await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
+        try:
+            await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
+        finally:
+            await self._invalidate([h.key for h in handles])  # one message for the batch
         return results
 
     def _count_created(self, key: str) -> None:
@@ -350,8 +427,7 @@ class Registrar:
     # -- helpers -----------------------------------------------------------
 
     def _check_served(self, handle: Handle) -> None:
-        prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
-        if not self._serves(prefix):
+        if not self._serves(handle):
             raise NotResponsible()
 
     async def _existing(self, handle: Handle) -> tuple[HandleValue, ...]:
@@ -360,12 +436,17 @@ class Registrar:
             raise HandleNotFound()
         return old
 
-    def _prepare(self, values: Sequence[HandleValue]) -> list[HandleValue]:
-        """Validate, stamp with the server's time, and hash secrets before they are stored."""
+    def _prepare(self, values: Sequence[HandleValue], now: int | None = None) -> list[HandleValue]:
+        """Validate, stamp with the server's time (``now`` or the clock's), and hash
+        secrets before they are stored."""
         check_record(values)
-        now = int(self._clock())
+        if now is None:
+            now = int(self._clock())
         prepared = []
         for v in values:
+            if v.timestamp == now and v.type != HS_SECKEY:
+                prepared.append(v)  # stamped already (immutable: shared as is)
+                continue
             if v.type == HS_SECKEY:
                 # Never public, and never stored as given.
                 v = dataclasses.replace(

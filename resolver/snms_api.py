@@ -260,7 +260,7 @@ class SnmsApi:
             raise BusinessError(snms.MSG_MISSING_PARAM.format("handle"))
         handle = self._handle(account, text)
         entry = await self.node.resolve(handle)
-        if entry.values is None:
+        if entry.rc != RC.SUCCESS or entry.values is None:
             if entry.rc == RC.SERVER_NOT_RESP:
                 raise BusinessError(snms.MSG_NOT_SERVED.format(handle.prefix))
             raise BusinessError(snms.MSG_NOT_FOUND)
@@ -279,7 +279,8 @@ class SnmsApi:
         messages: list[str | None] = [None] * len(raw_items)
         ready: list[tuple[Handle, Sequence[HandleValue]]] = []
         positions: list[int] = []
-        cache: dict[tuple[str, str], Template | None] = {}
+        cache: dict[tuple[str, ...], Template | None] = {}
+        stamp = self.node.registrar.timestamp()
         for i, raw in enumerate(raw_items):
             try:
                 record = snms.parse_record(raw)
@@ -291,7 +292,7 @@ class SnmsApi:
             except HandleError as exc:
                 messages[i] = snms_error(exc).message
                 continue
-            ready.append((handle, record.to_handle_values()))
+            ready.append((handle, record.to_handle_values(stamp)))
             positions.append(i)
         if ready:
             results = await self.node.registrar.put_many(account, ready, mode=mode)
@@ -345,18 +346,24 @@ class SnmsApi:
         account: PrefixAccount,
         handle: Handle,
         record: snms.IdentityRecord,
-        cache: dict[tuple[str, str], Template | None],
+        cache: dict[tuple[str, ...], Template | None],
     ) -> None:
         """Check ``record`` against its template: the handle's prefix's, else the account's."""
-        template = None
-        for prefix in dict.fromkeys((handle.prefix.upper(), account.prefix)):
-            key = (prefix, record.template_version)
-            if key not in cache:
-                document = await self.node.store.get_template(*key)
-                cache[key] = None if document is None else templates.loads(document)
-            template = cache[key]
-            if template is not None:
-                break
+        # A batch's records share a few (prefix, version) pairs: each is resolved
+        # once. (prefix, version): that prefix's template; with "chosen": the one
+        # that applies to the prefix's handles.
+        chosen = (handle.prefix.upper(), record.template_version, "chosen")
+        template = cache.get(chosen)
+        if template is None and chosen not in cache:
+            for prefix in dict.fromkeys((handle.prefix.upper(), account.prefix)):
+                key = (prefix, record.template_version)
+                if key not in cache:
+                    document = await self.node.store.get_template(*key)
+                    cache[key] = None if document is None else templates.loads(document)
+                template = cache[key]
+                if template is not None:
+                    break
+            cache[chosen] = template
         if template is None:
             raise BusinessError(
                 templates.MSG_TEMPLATE_MISSING.format(handle.prefix, record.template_version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -277,3 +278,22 @@ async def test_every_secret_key_scheme_the_reference_accepts(
                     ValuesBody(f"{h}-wrong", (HandleValue(1, "URL", b"https://s"),)))
     wrong = await admin_exchange(port, other, Identity.parse(ADMIN), b"nope", scheme)
     assert wrong.response_code == RC.AUTHENTICATION_FAILED
+
+
+async def test_stored_replies_counted_exactly_though_timed_by_sample(
+        live_node: LiveNode, port: int):
+    """The hot path times one stored reply in 16; every reply is still counted, at scrape."""
+    await register(live_node, f"{PREFIX}/bin-count", [URL_VALUE])
+    _, warm = resolution_packet(f"{PREFIX}/bin-count", request_id=1)
+    await udp_exchange(port, warm)  # a miss, answered the long way
+    fast = live_node.node.requests.route("udp", "resolve")
+    before = fast.codes.get(200, 0), sum(fast.buckets)
+    for rid in range(2, 39):  # 37 stored replies: two timed ones and 5 untimed left over
+        _, packet = resolution_packet(f"{PREFIX}/bin-count", request_id=rid)
+        [reply] = await udp_exchange(port, packet)
+        assert reply[8:12] == rid.to_bytes(4, "big")
+        expiration = int.from_bytes(reply[36:40], "big")
+        assert abs(expiration - (time.time() + 43200)) < 5
+    text = await (await live_node.session.get(f"{live_node.url}/metrics")).text()
+    assert 'idnode_requests_total{route="resolve",status="200",transport="udp"} ' in text
+    assert fast.codes[200] - before[0] == 37 and sum(fast.buckets) - before[1] == 37

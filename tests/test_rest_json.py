@@ -647,3 +647,70 @@ def test_base64_input_is_lenient_like_commons_codec():
     assert decode_data({"format": "base64", "value": "AP8Q\n"}) == b"\x00\xff\x10"
     assert decode_data({"format": "base64", "value": "AP8"}) == b"\x00\xff"
     assert decode_data({"format": "BASE64", "value": "_-8"}) == base64.b64decode("/+8=")
+
+
+_json_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**33), 2**33), st.floats(allow_nan=False),
+    st.sampled_from(["", "1110", "*", "0101", "abc", "\ud800", "héllo", "string", "admin"]),
+)
+_admin_like = st.fixed_dictionaries(
+    {"handle": st.one_of(st.sampled_from(["0.NA/88.1", "h\u00e9", "\ud800"]), _json_scalar),
+     "index": st.one_of(st.integers(-(2**32), 2**32), _json_scalar)},
+    optional={"permissions": st.one_of(st.sampled_from(["111111111111", "0101", "*"]),
+                                       _json_scalar, st.just([1, 0])),
+              "legacyByteLength": _json_scalar},
+)
+_value_like = st.fixed_dictionaries(
+    {
+        "index": st.one_of(st.integers(-(2**32), 2**32), _json_scalar),
+        "type": st.one_of(st.sampled_from(["URL", "HS_ADMIN", "t\u00e9", "\ud800"]), _json_scalar),
+        "data": st.one_of(
+            st.fixed_dictionaries({
+                "format": st.sampled_from(["string", "String", "admin", "hex", 1]),
+                "value": st.one_of(_json_scalar, _admin_like),
+            }),
+            _json_scalar,
+        ),
+    },
+    optional={
+        "ttl": st.one_of(st.integers(-(2**32), 2**32), _json_scalar),
+        "permissions": _json_scalar,
+        "timestamp": _json_scalar,
+        "references": st.one_of(st.none(), st.just([])),
+    },
+)
+
+
+_nearly_valid = st.fixed_dictionaries(
+    {
+        "index": st.integers(-(2**31) - 2, 2**31 + 1),
+        "type": st.sampled_from(["URL", "", "HS_ADMIN", "t\u00e9"]),
+        "data": st.one_of(
+            st.text(max_size=8),
+            st.fixed_dictionaries({"format": st.just("string"), "value": st.text(max_size=8)}),
+            st.fixed_dictionaries({"format": st.just("admin"), "value": _admin_like}),
+        ),
+    },
+    optional={
+        "ttl": st.integers(-(2**31) - 2, 2**31 + 1),
+        "permissions": st.one_of(st.sampled_from(["1110", "*", "01", ""]), _json_scalar),
+    },
+)
+
+
+@settings(max_examples=500)
+@given(obj=st.one_of(_value_like, _nearly_valid),
+       stamp=st.sampled_from([None, 0, 1_700_000_000]))
+def test_common_value_shortcut_agrees_with_the_general_decoder(obj, stamp):
+    from protocol.rest_json import _common_value, _decode_value_general
+
+    def outcome(decode):
+        try:
+            return decode()
+        except HandleError as exc:  # the shortcut may fail only as the general path does
+            return type(exc), exc.message
+
+    common = outcome(lambda: _common_value(obj, 0 if stamp is None else stamp))
+    if common is None:
+        return  # the general path decides alone
+    assert common == outcome(lambda: _decode_value_general(obj, stamp))
