@@ -11,7 +11,9 @@ address, and the client retries over TCP.
 
 TCP: every operation; one request per connection, then close (as the
 reference server). Admin operations arrive here, and their challenge answers
-on a second connection.
+on a second connection. A cached anonymous resolution that arrives whole in the
+connection's first segment takes the stored-reply path (re-addressed); on a
+miss its full answer is stored for the next one.
 """
 
 from __future__ import annotations
@@ -62,6 +64,45 @@ _BODY_LENGTH_OFFSET = 40  # the header's last int4
 _NO_CREDENTIAL = b"\x00\x00\x00\x00"
 _OPCODE_LOW_BYTE = 23  # the opCode is the header's first int4, after the 20-byte envelope
 _HANDLE_OFFSET = 44  # envelope (20) + header (24): a RESOLUTION body starts with the handle
+_ENVELOPE_SIZE = 20
+_MSG_LENGTH = struct.Struct(">I")
+_MSG_LENGTH_OFFSET = 16  # the envelope's messageLength
+
+
+def readdress(template: bytes, data: bytes) -> bytes:
+    """A stored reply with the ids of request ``data`` and a fresh expiration."""
+    session_id, request_id = _IDS.unpack_from(data, _IDS_OFFSET)
+    return patch_reply(template, request_id, session_id, int(time.time()) + EXPIRATION_SECONDS)
+
+
+def cached_reply(node: Node, data: bytes, key: bytes) -> tuple[CacheEntry, bytes] | None:
+    """The cache entry and the reply stored there for this request (``key``: its
+    ``reply_cache_key``); None on any miss. Reads the handle straight from the packet."""
+    if data[_OPCODE_LOW_BYTE] != OpCode.RESOLUTION:  # GET_SITE_INFO has no entry
+        return None
+    if len(data) < _HANDLE_OFFSET + 4:
+        return None  # no room for the handle: decode it, and refuse it, the long way
+    (length,) = _HANDLE_LENGTH.unpack_from(data, _HANDLE_OFFSET)
+    if _HANDLE_OFFSET + 4 + length + 4 > len(data):
+        return None
+    try:
+        text = data[_HANDLE_OFFSET + 4 : _HANDLE_OFFSET + 4 + length].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    cache_key = node.fast_key(text)
+    entry = node.cache.peek(cache_key) if cache_key is not None else None
+    if entry is None:
+        return None
+    template = entry.encodings.get(key)
+    if template is None:
+        return None
+    # The key covers the body only: take the shortcut for an empty
+    # credential alone (what anonymous clients send); anything else is
+    # decoded, and refused if malformed, like a miss.
+    body_end = _HANDLE_OFFSET + _BODY_LENGTH.unpack_from(data, _BODY_LENGTH_OFFSET)[0]
+    if data[body_end : body_end + 4] != _NO_CREDENTIAL:
+        return None
+    return entry, template  # type: ignore[return-value]
 
 
 class ExactReply(NamedTuple):
@@ -200,36 +241,10 @@ class UdpServer(asyncio.DatagramProtocol):
 
     @staticmethod
     def _readdress(template: bytes, data: bytes) -> bytes:
-        session_id, request_id = _IDS.unpack_from(data, _IDS_OFFSET)
-        return patch_reply(template, request_id, session_id, int(time.time()) + EXPIRATION_SECONDS)
+        return readdress(template, data)
 
     def _cached(self, data: bytes, key: bytes) -> tuple[CacheEntry, bytes] | None:
-        """The cache entry and stored reply for this request; None on any miss."""
-        if data[_OPCODE_LOW_BYTE] != OpCode.RESOLUTION:  # GET_SITE_INFO has no entry
-            return None
-        if len(data) < _HANDLE_OFFSET + 4:
-            return None  # no room for the handle: decode it, and refuse it, the long way
-        (length,) = _HANDLE_LENGTH.unpack_from(data, _HANDLE_OFFSET)
-        if _HANDLE_OFFSET + 4 + length + 4 > len(data):
-            return None
-        try:
-            text = data[_HANDLE_OFFSET + 4 : _HANDLE_OFFSET + 4 + length].decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        cache_key = self.node.fast_key(text)
-        entry = self.node.cache.peek(cache_key) if cache_key is not None else None
-        if entry is None:
-            return None
-        template = entry.encodings.get(key)
-        if template is None:
-            return None
-        # The key covers the body only: take the shortcut for an empty
-        # credential alone (what anonymous clients send); anything else is
-        # decoded, and refused if malformed, like a miss.
-        body_end = _HANDLE_OFFSET + _BODY_LENGTH.unpack_from(data, _BODY_LENGTH_OFFSET)[0]
-        if data[body_end : body_end + 4] != _NO_CREDENTIAL:
-            return None
-        return entry, template  # type: ignore[return-value]
+        return cached_reply(self.node, data, key)
 
     async def _answer(self, data: bytes, addr: Any, key: bytes | None, start: float) -> None:
         try:
@@ -265,10 +280,14 @@ class TcpServer(asyncio.Protocol):
 
     def __init__(self, node: Node, service: HandleService, inflight: set[asyncio.Task[None]]
                  ) -> None:
+        self.node = node
         self.service = service
         self._admission = node.admission
         self._inflight = inflight  # shared by the server's connections
         self._framer = TcpFramer()
+        self._answered = False
+        self._first_segment_seen = False
+        self._cache_key: bytes | None = None
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
@@ -279,8 +298,26 @@ class TcpServer(asyncio.Protocol):
         self._idle = asyncio.get_running_loop().call_later(TCP_IDLE_SECONDS, transport.close)
 
     def data_received(self, data: bytes) -> None:
-        if self._task is not None:
+        if self._task is not None or self._answered:
             return  # one request per connection: later bytes are ignored
+        if not self._first_segment_seen:
+            # The whole request in the first segment (as clients send it): a cached
+            # anonymous resolution is answered with its stored reply packet, as over UDP.
+            start = time.perf_counter()
+            self._first_segment_seen = True
+            key = reply_cache_key(data)
+            whole = key is not None and len(data) == _ENVELOPE_SIZE + _MSG_LENGTH.unpack_from(
+                data, _MSG_LENGTH_OFFSET)[0]
+            if key is not None and whole:
+                found = cached_reply(self.node, data, key)
+                if found is not None:
+                    entry, template = found
+                    self.node.usage.resolutions[entry.prefix] += 1
+                    self._answered = True
+                    self._reply(readdress(template, data))
+                    self._stats.observe(200, time.perf_counter() - start)
+                    return
+                self._cache_key = key  # a miss: the full answer stores its reply under it
         try:
             self._framer.receive_data(data)
             event = self._framer.next_message()
@@ -316,7 +353,8 @@ class TcpServer(asyncio.Protocol):
         start = time.perf_counter()
         env, msg = packet
         try:
-            reply = await self.service.answer(env, msg, admin_interface=True)
+            reply = await self.service.answer(env, msg, admin_interface=True,
+                                              cache_key=self._cache_key)
         except Exception:
             log.exception("TCP request failed")
             if self._transport is not None:

@@ -6,7 +6,7 @@ binary distribution, ``lib/handle-9.3.1.jar`` inside), with Java 17 on PATH and
 the BouncyCastle jars either in its ``lib/`` or from Debian's ``libbcprov-java``,
 ``libbcpkix-java``, ``libbcutil-java`` (``/usr/share/java``). Two small Java
 helpers written for these tests (no reference code in them) are compiled from
-``$IDNODE_HANDLE_REF_INTEROP`` (default: ``interop/`` beside the distribution):
+``$IDNODE_HANDLE_REF_INTEROP`` (default: ``tests/interop/`` in this repository):
 ``SeedStore.java`` (writes handles into a stopped server's BDB-JE store) and
 ``AdminCreate.java`` (a create with HS_SECKEY authentication, no session).
 
@@ -52,7 +52,7 @@ def ref_home() -> Path:
 
 
 def interop_dir() -> Path:
-    default = ref_home().parent / "interop"
+    default = Path(__file__).resolve().parent / "interop"
     return Path(os.environ.get("IDNODE_HANDLE_REF_INTEROP", str(default)))
 
 

@@ -27,6 +27,7 @@ from protocol.handle_wire import (
 from protocol.values import HandleValue
 from resolver.auth import Identity
 from resolver.handle_client import exchange_tcp, resolution_packet, resolve_tcp, resolve_udp
+from resolver.handle_service import HandleService
 
 HOST = "127.0.0.1"
 URL_VALUE = {"index": 1, "type": "URL", "data": "https://example.com/b"}
@@ -84,6 +85,50 @@ async def test_cached_reply_is_the_fresh_reply_readdressed(live_node: LiveNode, 
     # A write invalidates the stored reply with the record.
     await register(live_node, f"{PREFIX}/bin-2", [{**URL_VALUE, "data": "https://new"}])
     result = await resolve_udp(HOST, port, f"{PREFIX}/bin-2")
+    assert result.values[0].data == b"https://new"
+
+
+async def tcp_raw(port: int, *segments: bytes) -> bytes:
+    """One connection: write ``segments`` (a pause between them), read the reply to EOF."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        for i, segment in enumerate(segments):
+            if i:
+                await asyncio.sleep(0.05)
+            writer.write(segment)
+            await writer.drain()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def test_tcp_answers_a_cached_resolution_from_the_stored_reply(
+    live_node: LiveNode, port: int, monkeypatch: pytest.MonkeyPatch
+):
+    await register(live_node, f"{PREFIX}/bin-tcp", [URL_VALUE])
+    answered = []
+    full_answer = HandleService.answer
+
+    async def counting(self: HandleService, *args: object, **kwargs: object) -> bytes:
+        answered.append(kwargs.get("cache_key"))
+        return await full_answer(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(HandleService, "answer", counting)
+    _, first = resolution_packet(f"{PREFIX}/bin-tcp", request_id=7)
+    _, second = resolution_packet(f"{PREFIX}/bin-tcp", request_id=8)
+    slow = await tcp_raw(port, first)
+    assert len(answered) == 1 and answered[0] is not None  # a miss: answered in full, stored
+    fast = await tcp_raw(port, second)
+    assert len(answered) == 1  # the stored packet, not the service
+    assert slow[8:12] == (7).to_bytes(4, "big") and fast[8:12] == (8).to_bytes(4, "big")
+    assert slow[:8] == fast[:8] and slow[12:36] == fast[12:36] and slow[40:] == fast[40:]
+    # A request split over two segments takes the full path and gets the same answer.
+    _, third = resolution_packet(f"{PREFIX}/bin-tcp", request_id=9)
+    split = await tcp_raw(port, third[:30], third[30:])
+    assert len(answered) == 2 and split[40:] == slow[40:]
+    # A write invalidates the stored reply with the record.
+    await register(live_node, f"{PREFIX}/bin-tcp", [{**URL_VALUE, "data": "https://new"}])
+    result = await resolve_tcp(HOST, port, f"{PREFIX}/bin-tcp")
     assert result.values[0].data == b"https://new"
 
 
