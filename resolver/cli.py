@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+    p.add_argument("--redis", metavar="URL",
+                   help="redis://host:port/db: shared cache and invalidations between nodes "
+                        "(needs the redis extra)")
+    p.add_argument("--redis-prefix", default=_DEFAULTS.redis_prefix,
+                   help="namespace of every Redis key and channel (one per deployment)")
+    p.add_argument("--redis-timeout", type=float, default=_DEFAULTS.redis_timeout,
+                   help="seconds a Redis read may take before the store is asked instead")
+    p.add_argument("--redis-lease", type=float, default=_DEFAULTS.redis_lease,
+                   help="seconds a node that stops answering delays writes elsewhere")
 
     p = sub.add_parser("resolve", help="resolve a handle (HTTP, or the binary Handle protocol)")
     p.add_argument("handle")
@@ -191,7 +200,8 @@ def _run(args: argparse.Namespace) -> int:
                 tls_cert=args.tls_cert, tls_key=args.tls_key,
                 allow_insecure_auth=args.allow_insecure_auth,
                 server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
-                quotas=tuple(args.quota),
+                quotas=tuple(args.quota), redis=args.redis, redis_prefix=args.redis_prefix,
+                redis_timeout=args.redis_timeout, redis_lease=args.redis_lease,
             )
         )
         return 0

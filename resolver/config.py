@@ -33,6 +33,12 @@ class NodeConfig:
     sqlite_synchronous: str = "NORMAL"
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
+    # Shared L2 cache and invalidations between nodes (resolver.redis_tier):
+    # redis://host:port/db, or None. Names start with the prefix.
+    redis: str | None = None
+    redis_prefix: str = "idnode:"
+    redis_timeout: float = 0.005  # a slower read falls through to the store
+    redis_lease: float = 3.0  # a silent node is waited for this long by writers
 
     @property
     def tls(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +22,7 @@ from registry.sqlite_store import SQLiteStore
 from registry.store import Store
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
+from resolver.coherence import Coherence, LocalCoherence
 from resolver.config import NodeConfig
 from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
 from resolver.quotas import QuotaBook, parse_quota
@@ -28,6 +30,9 @@ from resolver.registrar import Registrar
 from resolver.roles import chain_for_role
 from resolver.snms_tokens import token_key
 from resolver.template_check import TemplateChecker
+
+if TYPE_CHECKING:
+    from resolver.redis_tier import RedisTier
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,16 @@ def open_store(config: NodeConfig) -> Store:
     return SQLiteStore(config.store, synchronous=config.sqlite_synchronous)
 
 
+def _redis_tier(url: str, config: NodeConfig, cache: ResolutionCache) -> RedisTier:
+    from resolver.redis_tier import RedisTier  # redis-py is an optional extra
+
+    return RedisTier(
+        url, cache, prefix=config.redis_prefix, timeout=config.redis_timeout,
+        lease=config.redis_lease, max_ttl=config.cache_max_ttl,
+        negative_ttl=config.cache_negative_ttl,
+    )
+
+
 class Node:
     def __init__(self, config: NodeConfig, store: Store | None = None) -> None:
         self.config = config
@@ -52,6 +67,12 @@ class Node:
             negative_ttl=config.cache_negative_ttl,
         )
         self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
+        # Shared with other nodes through Redis, or alone.
+        self.redis = (
+            _redis_tier(config.redis, config, self.cache) if config.redis else None
+        )
+        self.coherence: Coherence = self.redis or LocalCoherence(self.cache)
+        self._load = self._timed_lookup if self.redis is None else self._shared_lookup
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
         # HS_SECKEY values are kept hashed (HTTP Basic) and sealed under this
@@ -65,7 +86,7 @@ class Node:
         )
         self.registrar = Registrar(
             store=self.store,
-            cache=self.cache,
+            coherence=self.coherence,
             serves=self.serves,
             record_of=self.record_of,
             server_admins=self.server_admins,
@@ -77,16 +98,22 @@ class Node:
         self.requests = RequestMetrics()
         self.store_latency = store_latency(self.registry)
         self._register_metrics()
+        if self.redis is not None:
+            self.registry.register(self.redis.metrics())  # type: ignore[arg-type]
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
         await self.reload_homed()
+        if self.redis is not None:
+            await self.redis.start()
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
 
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        if self.redis is not None:
+            await self.redis.stop()
         await self.store.close()
 
     # -- resolution --------------------------------------------------------
@@ -105,7 +132,11 @@ class Node:
         return text.upper()
 
     async def resolve(self, handle: Handle) -> CacheEntry:
-        return await self.cache.get(handle.key, lambda: self._timed_lookup(handle))
+        return await self.cache.get(handle.key, lambda: self._load(handle))
+
+    async def _shared_lookup(self, handle: Handle) -> Resolution:
+        assert self.redis is not None
+        return await self.redis.load(handle.key, lambda: self._timed_lookup(handle))
 
     async def _timed_lookup(self, handle: Handle) -> Resolution:
         start = time.perf_counter()
@@ -155,7 +186,7 @@ class Node:
         if admin_values:
             key = self.parse(prefix_handle(prefix)).key
             await self.store.put(key, admin_values)
-            self.cache.invalidate(key)
+            await self.coherence.invalidate([key])
         await self.reload_homed()
 
     # -- metrics -----------------------------------------------------------

@@ -1,8 +1,8 @@
 """The write path shared by every API: authorise, stamp, seal secrets, store, invalidate.
 
-Every method returns only after the store has committed the change and the
-cache has forgotten the old record, so a client that reads after its write
-was acknowledged sees it.
+Every method returns only after the store has committed the change and every
+cache has forgotten the old record (``resolver.coherence``), so a client that
+reads after its write was acknowledged sees it, on any node.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from resolver.authz import (
     perms_for_change,
     perms_for_removal,
 )
-from resolver.cache import ResolutionCache
+from resolver.coherence import Coherence
 from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
 
 # (handle, values) -> raises HandleError unless they fit their metadata template
@@ -51,7 +51,7 @@ class Registrar:
         self,
         *,
         store: Store,
-        cache: ResolutionCache,
+        coherence: Coherence,
         serves: Callable[[str], bool],
         record_of: RecordByHandle,
         server_admins: frozenset[Identity],
@@ -61,7 +61,7 @@ class Registrar:
         check_template: TemplateCheck | None = None,
     ) -> None:
         self._store = store
-        self._cache = cache
+        self._coherence = coherence  # caches to clear before acknowledging (resolver.coherence)
         self._serves = serves  # prefix -> homed here?
         self._record_of = record_of  # cached reads, for credentials and admin lists
         self._server_admins = server_admins
@@ -78,6 +78,7 @@ class Registrar:
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
     ) -> bool:
         """Create the handle, or replace its whole record when ``overwrite``. True if created."""
+        self._coherence.check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         values = self._prepare(values)
@@ -102,7 +103,7 @@ class Registrar:
                         # store's names the key in its stored spelling).
                         raise HandleAlreadyExists() from None
                 else:
-                    self._cache.invalidate(handle.key)
+                    await self._coherence.invalidate([handle.key])
                     return True
             old = await store.get(handle.key)
             if old is None:
@@ -113,7 +114,7 @@ class Registrar:
                 raise HandleAlreadyExists()
             await self._require(identity, handle, perms_for_change(old, values, replace=True), old)
             await store.put(handle.key, values)
-            self._cache.invalidate(handle.key)
+            await self._coherence.invalidate([handle.key])
             return False
         raise HandleError("The handle changed too often to write it; try again", RC.ERROR)
 
@@ -121,6 +122,7 @@ class Registrar:
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
     ) -> bool:
         """Add or replace these values. True if any index was new."""
+        self._coherence.check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         values = self._prepare(values)
@@ -128,13 +130,14 @@ class Registrar:
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
         await self._templated(identity, handle, _overlay(old, values))
         created = await self._store.add_values(handle.key, values, overwrite=overwrite)
-        self._cache.invalidate(handle.key)
+        await self._coherence.invalidate([handle.key])
         return created
 
     async def modify_values(
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue]
     ) -> None:
         """Replace values whose indexes all exist already (ValuesNotFound otherwise)."""
+        self._coherence.check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         values = self._prepare(values)
@@ -146,11 +149,12 @@ class Registrar:
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
         await self._templated(identity, handle, _overlay(old, values))
         await self._store.add_values(handle.key, values, overwrite=True)
-        self._cache.invalidate(handle.key)
+        await self._coherence.invalidate([handle.key])
 
     async def remove_values(
         self, identity: Principal, handle: Handle, indexes: Sequence[int]
     ) -> None:
+        self._coherence.check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         old = await self._existing(handle)
@@ -158,15 +162,16 @@ class Registrar:
         gone = set(indexes)
         await self._templated(identity, handle, [v for v in old if v.index not in gone])
         await self._store.remove_values(handle.key, indexes)
-        self._cache.invalidate(handle.key)
+        await self._coherence.invalidate([handle.key])
 
     async def delete(self, identity: Principal, handle: Handle) -> None:
+        self._coherence.check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         old = await self._existing(handle)
         await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
         await self._store.delete(handle.key)
-        self._cache.invalidate(handle.key)
+        await self._coherence.invalidate([handle.key])
         if self._quotas is not None:
             self._quotas.deleted(handle.prefix)
 
@@ -190,6 +195,7 @@ class Registrar:
         """
         if mode not in ("create", "update", "put"):
             raise ValueError(f"unknown batch mode {mode!r}")
+        self._coherence.check_writable()
         results: list[PutResult | None] = [None] * len(items)
         decided: dict[str, HandleError | None] = {}  # prefix -> why it may not write there
         pending: list[int] = []
@@ -245,8 +251,7 @@ class Registrar:
                 self._release(reserved)
                 raise
             finally:
-                for item in put_items:
-                    self._cache.invalidate(item.key)
+                await self._coherence.invalidate([item.key for item in put_items])
             if any(reserved):
                 made = {
                     item.key for item, r in zip(put_items, written, strict=True) if r is True
@@ -265,6 +270,7 @@ class Registrar:
         self, identity: Principal, handles: Sequence[Handle]
     ) -> list[HandleError | None]:
         """Delete each handle (None = deleted, or why that one was left alone)."""
+        self._coherence.check_writable()
         results: list[HandleError | None] = [None] * len(handles)
         decided: dict[str, HandleError | None] = {}
 
@@ -292,11 +298,12 @@ class Registrar:
                     self._quotas.deleted(handle.prefix)
             except HandleError as exc:
                 results[i] = exc
-            finally:
-                self._cache.invalidate(handle.key)
 
         # Concurrent: the store's writer commits them in a few transactions.
-        await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
+        try:
+            await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
+        finally:
+            await self._coherence.invalidate([h.key for h in handles])
         return results
 
     async def _templated(

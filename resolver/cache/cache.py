@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sized
@@ -40,6 +41,10 @@ class ResolutionCache:
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[CacheEntry]] = {}  # loading tasks
         self._listeners: list[InvalidationListener] = []
+        # Entries are served only before this clock time. Infinite for a lone
+        # node; a node sharing a store lends its cache a lease that lasts as
+        # long as it is sure to hear of other nodes' writes (resolver.redis_tier).
+        self.trusted_until = math.inf
         self.bytes = 0
         self.hits = 0
         self.misses = 0
@@ -57,7 +62,10 @@ class ResolutionCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry.expires <= self._clock():
+        now = self._clock()
+        if now >= self.trusted_until:
+            return None
+        if entry.expires <= now:
             self._drop(key)
             self.expirations += 1
             return None
@@ -112,16 +120,37 @@ class ResolutionCache:
 
     def invalidate(self, key: str) -> None:
         """Forget ``key`` (call after a write commits, before acknowledging it)."""
+        self.forget(key)
+        for listener in self._listeners:
+            listener(key)
+
+    def forget(self, key: str) -> None:
+        """Drop ``key`` and any lookup of it in flight, here only (no listeners)."""
         self._inflight.pop(key, None)
         if key in self._entries:
             self._drop(key)
-        for listener in self._listeners:
-            listener(key)
 
     def clear(self) -> None:
         self._entries.clear()
         self._inflight.clear()
         self.bytes = 0
+
+    # -- lease (a node sharing its store with others) ----------------------
+
+    def trust_until(self, deadline: float) -> None:
+        """Serve entries until ``deadline`` (clock time): this node hears every write till then.
+
+        Lookups started while the cache was not trusted are not kept: a write
+        may have been missed while they ran.
+        """
+        if self._clock() >= self.trusted_until:
+            self._inflight.clear()
+        self.trusted_until = deadline
+
+    def distrust(self) -> None:
+        """Forget everything and serve nothing until ``trust_until`` (writes may be missed)."""
+        self.trusted_until = -math.inf
+        self.clear()
 
     def add_invalidation_listener(self, listener: InvalidationListener) -> None:
         """Called with every invalidated key: the hook to tell other workers/nodes."""
@@ -134,17 +163,13 @@ class ResolutionCache:
         if values is None:
             ttl = self.negative_ttl
         else:
-            ttl = self.max_ttl
-            wall = self._wall_clock()
-            for v in values:
-                # A value's own TTL bounds how long the record may be served.
-                ttl = min(ttl, (v.ttl - wall) if v.ttl_absolute else v.ttl)
-            ttl = max(ttl, 0.0)
+            ttl = record_ttl(values, self.max_ttl, self._wall_clock())
         return CacheEntry(key, values, now + ttl, rc, size=record_size(values))
 
     def _insert(self, entry: CacheEntry) -> None:
-        if entry.expires <= self._clock():
-            return  # TTL 0: never cached
+        now = self._clock()
+        if entry.expires <= now or now >= self.trusted_until:
+            return  # TTL 0, or no lease: never cached
         old = self._entries.pop(entry.key, None)
         if old is not None:
             self.bytes -= old.size
@@ -160,3 +185,12 @@ class ResolutionCache:
 
     def _drop(self, key: str) -> None:
         self.bytes -= self._entries.pop(key).size
+
+
+def record_ttl(values: tuple[HandleValue, ...], max_ttl: float, wall: float) -> float:
+    """Seconds a record may be served: its values' smallest TTL (absolute ones
+    are Unix times, compared with ``wall``), at most ``max_ttl``, at least 0."""
+    ttl = max_ttl
+    for v in values:
+        ttl = min(ttl, (v.ttl - wall) if v.ttl_absolute else v.ttl)
+    return max(ttl, 0.0)
