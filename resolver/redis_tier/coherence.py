@@ -126,13 +126,12 @@ class RedisCoherence:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        if self.up:
-            # Leave now rather than make writers wait for the lease to run out.
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(
-                    self._client.zrem(self._names.presence, self.node_id), self._timeout
-                )
         self._set_down(None)
+        # Leave now rather than make writers wait for the lease to run out.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(
+                self._client.zrem(self._names.presence, self.node_id), self._timeout
+            )
 
     # -- the write path ----------------------------------------------------
 
@@ -209,10 +208,8 @@ class RedisCoherence:
         backoff = RECONNECT_MIN
         while True:
             started = self._clock()
-            try:
+            with contextlib.suppress(RedisError, OSError, TimeoutError, LinkLost):
                 await self._session()
-            except (RedisError, OSError, TimeoutError, LinkLost) as exc:
-                self._set_down(exc)
             if self._clock() - started > 10 * self._lease:
                 backoff = RECONNECT_MIN  # it worked for a while: retry soon
             await asyncio.sleep(backoff)
@@ -236,6 +233,9 @@ class RedisCoherence:
             for task in done:
                 task.result()  # raises why it stopped
             raise LinkLost("a link task ended")
+        except (RedisError, OSError, TimeoutError, LinkLost) as exc:
+            self._set_down(exc)  # at once: no write may pass check_writable from now
+            raise
         finally:
             self._cache.distrust()
             for task in tasks:
