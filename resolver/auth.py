@@ -6,10 +6,14 @@ index of that handle, which is stored hashed (``registry.credentials``).
 Successful checks are remembered for a while, keyed by a digest of the
 password and the stored hash, so clients that send Basic on every request
 (pyhandle does) pay for PBKDF2 once, and a changed secret takes effect at once.
+Other checks run PBKDF2 (~50 ms) in a thread, a few at a time, so guesses
+cannot stall the event loop, and failures are throttled per address and
+identity (``resolver.throttle``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -23,9 +27,12 @@ from protocol.codes import RC
 from protocol.errors import HandleError
 from protocol.values import HS_SECKEY, HandleValue
 from registry.credentials import verify_secret
+from resolver.throttle import LoginThrottle
 
 VERIFIED_TTL = 300.0
 VERIFIED_MAX = 10_000
+# PBKDF2 checks running at once (threads: hashlib releases the GIL); more wait.
+CONCURRENT_HASH_CHECKS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +92,15 @@ class Authenticator:
         lookup_record: RecordLookup,
         *,
         clock: Callable[[], float] = time.monotonic,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self._lookup_record = lookup_record
         self._clock = clock
         self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self.throttle = throttle if throttle is not None else LoginThrottle(clock=clock)
+        self._hashing = asyncio.Semaphore(CONCURRENT_HASH_CHECKS)
 
-    async def authenticate_basic(self, header: str) -> Identity:
+    async def authenticate_basic(self, header: str, address: str = "") -> Identity:
         """Check an ``Authorization: Basic ...`` header; raises AuthenticationFailed."""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "basic":
@@ -105,27 +115,35 @@ class Authenticator:
         if not colon:
             raise AuthenticationFailed("Malformed Basic credentials")
         identity = Identity.parse(username)
-        await self.verify(identity, password.encode("utf-8"))
+        await self.verify(identity, password.encode("utf-8"), address)
         return identity
 
-    async def verify(self, identity: Identity, secret: bytes) -> None:
+    async def verify(self, identity: Identity, secret: bytes, address: str = "") -> None:
+        """Raises AuthenticationFailed (or its TooManyAttempts) unless ``secret`` is right."""
         record = await self._lookup_record(identity.handle)
         stored = next(
             (v.data for v in record or () if v.index == identity.index and v.type == HS_SECKEY),
             None,
         )
-        if stored is None:
-            raise AuthenticationFailed("Identity not verified")
         memo = hashlib.sha256(
-            b"\0".join((identity.text.encode(), stored, secret))
+            b"\0".join((identity.text.encode(), stored or b"", secret))
         ).digest()
         now = self._clock()
         seen = self._verified.get(memo)
-        if seen is not None and seen > now:
-            return
-        if not verify_secret(stored, secret):
+        if stored is not None and seen is not None and seen > now:
+            return  # the hot path: this exact secret was verified a moment ago
+        self.throttle.check(identity.text, address)
+        if stored is None or not await self._check_hash(stored, secret):
+            self.throttle.failed(identity.text, address)
             raise AuthenticationFailed("Identity not verified")
+        self.throttle.succeeded(identity.text, address)
         self._verified[memo] = now + VERIFIED_TTL
         self._verified.move_to_end(memo)
         while len(self._verified) > VERIFIED_MAX:
             self._verified.popitem(last=False)
+
+    async def _check_hash(self, stored: bytes, secret: bytes) -> bool:
+        async with self._hashing:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, verify_secret, stored, secret
+            )

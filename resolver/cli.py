@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare suffixes case-sensitively (prefixes never are)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--access-log", action="store_true", help="log every request (slow)")
+    p.add_argument("--idle-timeout", type=float, default=_DEFAULTS.idle_timeout,
+                   help="seconds before an idle or trickling HTTP connection is closed")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--allow-insecure-auth", action="store_true",
@@ -196,7 +198,8 @@ def _run(args: argparse.Namespace) -> int:
                 handle_port=None if args.no_handle_protocol else args.handle_port,
                 cache_bytes=args.cache_size, cache_max_ttl=args.cache_max_ttl,
                 cache_negative_ttl=args.cache_negative_ttl, case_sensitive=args.case_sensitive,
-                access_log=args.access_log, log_level=args.log_level,
+                access_log=args.access_log, idle_timeout=args.idle_timeout,
+                log_level=args.log_level,
                 tls_cert=args.tls_cert, tls_key=args.tls_key,
                 allow_insecure_auth=args.allow_insecure_auth,
                 server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,

@@ -22,6 +22,9 @@ class NodeConfig:
     cache_negative_ttl: float = 5.0
     case_sensitive: bool = False
     access_log: bool = False
+    # Seconds a connection may sit idle, or trickle an unfinished request
+    # (slow-loris), before it is closed; aiohttp's own default is an hour.
+    idle_timeout: float = 60.0
     log_level: str = "INFO"
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -10,6 +10,7 @@ from aiohttp import web
 from protocol import rest_json
 from protocol.codes import RC
 from protocol.errors import HandleError
+from resolver.throttle import TooManyAttempts
 
 JSON_TYPE: Final = "application/json;charset=utf-8"
 JSON_HEADERS: Final = {"Content-Type": JSON_TYPE}
@@ -36,6 +37,9 @@ def error_response(
         if auth_possible:
             return web.Response(body=body, status=401, headers=CHALLENGE_HEADERS)
         return json_bytes(body, 403)
+    if isinstance(exc, TooManyAttempts):
+        headers = {"Content-Type": JSON_TYPE, "Retry-After": str(exc.retry_after)}
+        return web.Response(body=body, status=429, headers=headers)
     if rc == RC.AUTHENTICATION_FAILED:
         return web.Response(body=body, status=401, headers=CHALLENGE_HEADERS)
     return json_bytes(body, rest_json.http_status(rc, method=method, tls=tls))

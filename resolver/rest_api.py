@@ -88,7 +88,7 @@ class RestApi:
         header = request.headers.get("Authorization")
         if not header or not self.auth_possible(request):
             return None  # like Handle.Net over plain HTTP: credentials are ignored
-        return await self.node.authenticator.authenticate_basic(header)
+        return await self.node.authenticator.authenticate_basic(header, request.remote or "")
 
     async def require_identity(self, request: web.BaseRequest) -> Identity:
         identity = await self.identity(request)

@@ -40,6 +40,7 @@ class RunningNode:
             self.frontend.handle,
             # No access log unless asked: it halves throughput.
             access_log=logging.getLogger("idnode.access") if self.config.access_log else None,
+            keepalive_timeout=self.config.idle_timeout,
         )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()

@@ -42,6 +42,7 @@ from resolver.auth import PrefixAccount
 from resolver.http_common import JSON_HEADERS, read_large_body
 from resolver.node import Node
 from resolver.snms_tokens import TOKEN_LIFETIME, InvalidToken, TokenClaims, bearer, issue, verify
+from resolver.throttle import TooManyAttempts
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class SnmsApi:
 
     async def token(self, request: web.BaseRequest) -> dict[str, str]:
         creds = snms.parse_credentials(snms.parse_json(await read_body(request)))
+        login = self._throttled(creds.username, request)
         account = await self.node.store.get_account(creds.username)
         # PBKDF2 (~50 ms) off the event loop; an unknown user costs the same
         # (a dummy hash), so timing does not tell which usernames exist.
@@ -149,14 +151,18 @@ class SnmsApi:
         stored = account.secret_hash if account is not None else _dummy_hash()
         ok = await loop.run_in_executor(None, verify_secret, stored, digest)
         if not ok or account is None:
+            self.node.authenticator.throttle.failed(*login)
             raise BusinessError(snms.MSG_BAD_LOGIN)
+        self.node.authenticator.throttle.succeeded(*login)
         return self._issue(account.username, account.prefix, account.role, account.generation)
 
     async def token_v1(self, request: web.BaseRequest) -> dict[str, str]:
         creds = snms.parse_credentials(snms.parse_json(await read_body(request)))
+        login = self._throttled(creds.username, request)
         account = await self.node.store.get_account(creds.username)
         inner = None if account is None else self.node.sealer.unseal(account.secret_hash)
         if account is None or inner is None:
+            self.node.authenticator.throttle.failed(*login)
             raise BusinessError(snms.MSG_BAD_LOGIN)
         given = creds.password.lower().encode()
         matched = False
@@ -164,8 +170,19 @@ class SnmsApi:
             expected = snms.v1_password(inner.decode(), day).encode()
             matched |= hmac.compare_digest(expected, given)
         if not matched:
+            self.node.authenticator.throttle.failed(*login)
             raise BusinessError(snms.MSG_BAD_LOGIN)
+        self.node.authenticator.throttle.succeeded(*login)
         return self._issue(account.username, account.prefix, account.role, account.generation)
+
+    def _throttled(self, username: str, request: web.BaseRequest) -> tuple[str, str]:
+        """The throttle key of a login; raises if it must wait (too many failures)."""
+        key = (f"snms:{username}", request.remote or "")
+        try:
+            self.node.authenticator.throttle.check(*key)
+        except TooManyAttempts as exc:
+            raise BusinessError(f"登录失败次数过多，请{exc.retry_after}秒后重试") from None
+        return key
 
     def _issue(self, username: str, prefix: str, role: str, generation: int) -> dict[str, str]:
         now = int(self._clock())
@@ -176,9 +193,17 @@ class SnmsApi:
         token = bearer(request.headers.get("Authorization"))
         if token is None:
             raise NotLoggedIn()
+        # Forged or stale tokens are counted per address (guessing one is
+        # hopeless, but a flood of them is still somebody probing).
+        throttle_key = (f"snms-token@{request.remote}", request.remote or "")
+        throttle = self.node.authenticator.throttle
         try:
+            throttle.check(*throttle_key)
             claims = verify(self.node.token_key, token, self._clock())
+        except TooManyAttempts as exc:
+            raise NotLoggedIn(f"无效令牌过多，请{exc.retry_after}秒后重试") from None
         except InvalidToken:
+            throttle.failed(*throttle_key)
             raise NotLoggedIn() from None
         account = await self.node.store.get_account(claims.username)
         if account is None or account.generation != claims.generation:
