@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -22,7 +23,7 @@ from registry.sqlite_store import SQLiteStore
 from registry.store import Store
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
-from resolver.coherence import Coherence, LocalCoherence
+from resolver.coherence import Coherence, Peers
 from resolver.config import NodeConfig
 from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
 from resolver.quotas import QuotaBook, parse_quota
@@ -57,7 +58,9 @@ def _redis_tier(url: str, config: NodeConfig, cache: ResolutionCache) -> RedisTi
 
 
 class Node:
-    def __init__(self, config: NodeConfig, store: Store | None = None) -> None:
+    def __init__(
+        self, config: NodeConfig, store: Store | None = None, peers: Sequence[Peers] = ()
+    ) -> None:
         self.config = config
         self.store = store if store is not None else open_store(config)
         self.homed: set[str] = set()
@@ -67,12 +70,15 @@ class Node:
             negative_ttl=config.cache_negative_ttl,
         )
         self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
-        # Shared with other nodes through Redis, or alone.
+        # Other nodes sharing a Redis: an L2 cache behind ours, and a peer tier.
         self.redis = (
             _redis_tier(config.redis, config, self.cache) if config.redis else None
         )
-        self.coherence: Coherence = self.redis or LocalCoherence(self.cache)
         self._load = self._timed_lookup if self.redis is None else self._shared_lookup
+        # Writes reach every cache before they are acknowledged: other nodes'
+        # (and sibling workers') through ``peers``.
+        tiers = [*peers, self.redis] if self.redis is not None else list(peers)
+        self.coherence = Coherence(self.cache, self.reload_homed, tiers)
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
         # HS_SECKEY values are kept hashed (HTTP Basic) and sealed under this
@@ -86,13 +92,14 @@ class Node:
         )
         self.registrar = Registrar(
             store=self.store,
-            coherence=self.coherence,
+            invalidate=self.coherence.invalidate,
             serves=self.serves,
             record_of=self.record_of,
             server_admins=self.server_admins,
             seal=self.sealer.seal,
             quotas=self.quotas,
             check_template=TemplateChecker(self.store),
+            check_writable=self.redis.check_writable if self.redis is not None else None,
         )
         self.registry = CollectorRegistry()
         self.requests = RequestMetrics()
@@ -104,16 +111,14 @@ class Node:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.coherence.start()
         await self.reload_homed()
-        if self.redis is not None:
-            await self.redis.start()
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
 
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
-        if self.redis is not None:
-            await self.redis.stop()
+        await self.coherence.stop()
         await self.store.close()
 
     # -- resolution --------------------------------------------------------
@@ -186,8 +191,8 @@ class Node:
         if admin_values:
             key = self.parse(prefix_handle(prefix)).key
             await self.store.put(key, admin_values)
-            await self.coherence.invalidate([key])
-        await self.reload_homed()
+            await self.coherence.invalidate((key,))
+        await self.coherence.reload_homed()
 
     # -- metrics -----------------------------------------------------------
 

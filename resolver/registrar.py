@@ -1,8 +1,9 @@
 """The write path shared by every API: authorise, stamp, seal secrets, store, invalidate.
 
 Every method returns only after the store has committed the change and every
-cache has forgotten the old record (``resolver.coherence``), so a client that
-reads after its write was acknowledged sees it, on any node.
+cache (this process's, other nodes': ``resolver.coherence``) has forgotten the
+old record, so a client that reads after its write was acknowledged sees it,
+on any node. Batches invalidate in one message.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from protocol.codes import RC
 from protocol.errors import (
@@ -39,7 +40,6 @@ from resolver.authz import (
     perms_for_change,
     perms_for_removal,
 )
-from resolver.coherence import Coherence
 from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
 
 # (handle, values) -> raises HandleError unless they fit their metadata template
@@ -51,7 +51,7 @@ class Registrar:
         self,
         *,
         store: Store,
-        coherence: Coherence,
+        invalidate: Callable[[Collection[str]], Awaitable[None]],
         serves: Callable[[str], bool],
         record_of: RecordByHandle,
         server_admins: frozenset[Identity],
@@ -59,9 +59,10 @@ class Registrar:
         clock: Callable[[], float] = time.time,
         quotas: QuotaBook | None = None,
         check_template: TemplateCheck | None = None,
+        check_writable: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
-        self._coherence = coherence  # caches to clear before acknowledging (resolver.coherence)
+        self._invalidate = invalidate  # keys -> dropped from every cache (Coherence)
         self._serves = serves  # prefix -> homed here?
         self._record_of = record_of  # cached reads, for credentials and admin lists
         self._server_admins = server_admins
@@ -71,6 +72,9 @@ class Registrar:
         # Records naming a metadata template (index 1001) are checked against it;
         # SNMS accounts' writes were checked by the SNMS API already.
         self._check_template = check_template
+        # Raises (before anything is written) when a write could not be made
+        # visible everywhere, e.g. other nodes' caches are out of reach.
+        self._check_writable = check_writable or _always_writable
 
     # -- operations --------------------------------------------------------
 
@@ -78,7 +82,7 @@ class Registrar:
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
     ) -> bool:
         """Create the handle, or replace its whole record when ``overwrite``. True if created."""
-        self._coherence.check_writable()
+        self._check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         values = self._prepare(values)
@@ -103,7 +107,7 @@ class Registrar:
                         # store's names the key in its stored spelling).
                         raise HandleAlreadyExists() from None
                 else:
-                    await self._coherence.invalidate([handle.key])
+                    await self._invalidate((handle.key,))
                     return True
             old = await store.get(handle.key)
             if old is None:
@@ -114,7 +118,7 @@ class Registrar:
                 raise HandleAlreadyExists()
             await self._require(identity, handle, perms_for_change(old, values, replace=True), old)
             await store.put(handle.key, values)
-            await self._coherence.invalidate([handle.key])
+            await self._invalidate((handle.key,))
             return False
         raise HandleError("The handle changed too often to write it; try again", RC.ERROR)
 
@@ -122,7 +126,7 @@ class Registrar:
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
     ) -> bool:
         """Add or replace these values. True if any index was new."""
-        self._coherence.check_writable()
+        self._check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         values = self._prepare(values)
@@ -130,14 +134,14 @@ class Registrar:
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
         await self._templated(identity, handle, _overlay(old, values))
         created = await self._store.add_values(handle.key, values, overwrite=overwrite)
-        await self._coherence.invalidate([handle.key])
+        await self._invalidate((handle.key,))
         return created
 
     async def modify_values(
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue]
     ) -> None:
         """Replace values whose indexes all exist already (ValuesNotFound otherwise)."""
-        self._coherence.check_writable()
+        self._check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         values = self._prepare(values)
@@ -149,12 +153,12 @@ class Registrar:
         await self._require(identity, handle, perms_for_change(old, values, replace=False), old)
         await self._templated(identity, handle, _overlay(old, values))
         await self._store.add_values(handle.key, values, overwrite=True)
-        await self._coherence.invalidate([handle.key])
+        await self._invalidate((handle.key,))
 
     async def remove_values(
         self, identity: Principal, handle: Handle, indexes: Sequence[int]
     ) -> None:
-        self._coherence.check_writable()
+        self._check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         old = await self._existing(handle)
@@ -162,16 +166,16 @@ class Registrar:
         gone = set(indexes)
         await self._templated(identity, handle, [v for v in old if v.index not in gone])
         await self._store.remove_values(handle.key, indexes)
-        await self._coherence.invalidate([handle.key])
+        await self._invalidate((handle.key,))
 
     async def delete(self, identity: Principal, handle: Handle) -> None:
-        self._coherence.check_writable()
+        self._check_writable()
         self._check_served(handle)
         self._charge(identity, handle)
         old = await self._existing(handle)
         await self._require(identity, handle, AdminPerm.DELETE_HANDLE, old)
         await self._store.delete(handle.key)
-        await self._coherence.invalidate([handle.key])
+        await self._invalidate((handle.key,))
         if self._quotas is not None:
             self._quotas.deleted(handle.prefix)
 
@@ -195,7 +199,7 @@ class Registrar:
         """
         if mode not in ("create", "update", "put"):
             raise ValueError(f"unknown batch mode {mode!r}")
-        self._coherence.check_writable()
+        self._check_writable()
         results: list[PutResult | None] = [None] * len(items)
         decided: dict[str, HandleError | None] = {}  # prefix -> why it may not write there
         pending: list[int] = []
@@ -249,9 +253,10 @@ class Registrar:
                 written = await self._store.put_many(put_items)
             except BaseException:
                 self._release(reserved)
+                # A failed batch may still have committed some chunks.
+                await self._invalidate([item.key for item in put_items])
                 raise
-            finally:
-                await self._coherence.invalidate([item.key for item in put_items])
+            await self._invalidate([item.key for item in put_items])
             if any(reserved):
                 made = {
                     item.key for item, r in zip(put_items, written, strict=True) if r is True
@@ -270,7 +275,7 @@ class Registrar:
         self, identity: Principal, handles: Sequence[Handle]
     ) -> list[HandleError | None]:
         """Delete each handle (None = deleted, or why that one was left alone)."""
-        self._coherence.check_writable()
+        self._check_writable()
         results: list[HandleError | None] = [None] * len(handles)
         decided: dict[str, HandleError | None] = {}
 
@@ -303,7 +308,7 @@ class Registrar:
         try:
             await asyncio.gather(*(one(i, h) for i, h in enumerate(handles)))
         finally:
-            await self._coherence.invalidate([h.key for h in handles])
+            await self._invalidate([h.key for h in handles])  # one message for the batch
         return results
 
     async def _templated(
@@ -423,3 +428,7 @@ def _overlay(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[Han
     """The record ``old`` becomes once ``new`` adds or replaces its indexes."""
     replaced = {v.index for v in new}
     return [v for v in old if v.index not in replaced] + list(new)
+
+
+def _always_writable() -> None:
+    pass

@@ -220,7 +220,7 @@ async def test_read_your_writes_on_every_node(tmp_path, shared_redis):
             for n in others:
                 status, body = await cluster.get(n, handle)
                 assert status == 200 and url_of(body) == new, f"round {round_}: stale read"
-        assert all(n.node.redis.coherence.invalidations_received > 0 for n in nodes)
+        assert all(n.node.redis.invalidation.invalidations_received > 0 for n in nodes)
 
 
 async def test_writer_waits_for_a_live_node_until_it_leaves(tmp_path, shared_redis):
@@ -321,3 +321,30 @@ def test_values_roundtrip_through_the_shared_encoding():
     values = (HandleValue(index=1, type="URL", data=b"https://x.example"),)
     assert _decode(encode_record(values)) == (RC.SUCCESS, values)
     assert _decode(b"") == (RC.HANDLE_NOT_FOUND, None)
+
+
+async def test_homing_a_prefix_reaches_every_node_at_once(tmp_path, shared_redis):
+    url, prefix = shared_redis
+    async with cluster_on(tmp_path, url, prefix) as cluster:
+        a, b = await cluster.add(), await cluster.add()
+        assert (await cluster.get(b, "88.300.1/x"))[0] == 400  # not homed: RC 301
+        await a.node.home_prefix("88.300.1", [])
+        assert "88.300.1" in b.node.homed  # told before home_prefix returned
+        assert (await cluster.get(b, "88.300.1/x"))[0] == 404
+
+
+async def test_concurrent_writers_never_leave_a_stale_read(tmp_path, shared_redis):
+    url, prefix = shared_redis
+    async with cluster_on(tmp_path, url, prefix) as cluster:
+        nodes = [await cluster.add() for _ in range(3)]
+
+        async def writer(w: int) -> None:
+            handle = f"{PREFIX}/conc-{w}"
+            for n in range(15):
+                new = f"https://w{w}-n{n}.example"
+                assert await cluster.put(nodes[w], handle, [url_value(new)]) in (200, 201)
+                for other in nodes:
+                    status, body = await cluster.get(other, handle)
+                    assert status == 200 and url_of(body) == new, (w, n)
+
+        await asyncio.gather(*(writer(w) for w in range(3)))

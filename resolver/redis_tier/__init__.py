@@ -6,7 +6,8 @@
 store and Redis (same ``--redis`` URL and ``--redis-prefix``) answers with the
 record as it was before: not from its in-process cache, not from Redis.
 
-**How.** After the store commits, the writer (``RedisCoherence.invalidate``):
+**How.** After the store commits, the writer (``Coherence.invalidate``, then
+this tier's ``publish``):
 
 1. drops the keys from its own cache (lookups in flight are not kept);
 2. runs one script: a new random *generation* per key, its shared value
@@ -15,7 +16,7 @@ record as it was before: not from its in-process cache, not from Redis.
    the lookups in flight) or left the live set, and only then answers.
 
 A node serves its in-process cache only under a lease renewed by heartbeats
-that travel the subscription itself (see ``coherence``): it stops serving
+that travel the subscription itself (see ``invalidation``): it stops serving
 before writers stop waiting for it, and on any doubt (lost connection, redis-py
 resubscribing by itself, acknowledgements stuck) it drops the whole cache and
 serves from Redis and the store until a fresh heartbeat.
@@ -49,15 +50,14 @@ nothing extra on the read and one small key per write, kept
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from resolver.cache import Resolution, ResolutionCache
+from resolver.coherence import ApplyChange, Change
 from resolver.metrics import GaugeCollector
-from resolver.redis_tier.coherence import RedisCoherence
+from resolver.redis_tier.invalidation import RedisInvalidation
 from resolver.redis_tier.l2 import SharedCache, StoreLookup
 from resolver.redis_tier.names import Names
 
@@ -67,6 +67,9 @@ START_WAIT = 2.0  # seconds a starting node waits for Redis before serving witho
 
 
 class RedisTier:
+    """A ``resolver.coherence.Peers`` tier (every node sharing the Redis namespace),
+    plus the shared L2 cache (``load``) and the write gate (``check_writable``)."""
+
     def __init__(
         self,
         url: str,
@@ -90,22 +93,22 @@ class RedisTier:
             url, max_connections=16, socket_timeout=lease / 4,
             socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
         )
-        self.coherence = RedisCoherence(
+        self.invalidation = RedisInvalidation(
             self._control_client, names, cache, lease=lease, heartbeat=lease / 6
         )
         self.l2 = SharedCache(
             self._l2_client, names, timeout=timeout, max_ttl=max_ttl,
             negative_ttl=negative_ttl, max_pending=L2_CONNECTIONS,
-            usable=lambda: self.coherence.up,
+            usable=lambda: self.invalidation.up,
         )
 
-    async def start(self) -> None:
-        await self.coherence.start(wait=START_WAIT)
-        if self.coherence.up:
+    async def start(self, apply: ApplyChange) -> None:
+        await self.invalidation.start(apply, wait=START_WAIT)
+        if self.invalidation.up:
             await self.l2.warm(WARM_CONNECTIONS)
 
     async def stop(self) -> None:
-        await self.coherence.stop()
+        await self.invalidation.stop()
         await self._l2_client.aclose()
         await self._control_client.aclose()
 
@@ -113,13 +116,13 @@ class RedisTier:
         return await self.l2.load(key, from_store)
 
     def check_writable(self) -> None:
-        self.coherence.check_writable()
+        self.invalidation.check_writable()
 
-    async def invalidate(self, keys: Sequence[str]) -> None:
-        await self.coherence.invalidate(keys)
+    async def publish(self, change: Change) -> None:
+        await self.invalidation.publish(change)
 
     def metrics(self) -> GaugeCollector:
-        l2, link = self.l2, self.coherence
+        l2, link = self.l2, self.invalidation
         return GaugeCollector({
             "idnode_redis_up": ("gauge", "1 while Redis is reachable and invalidations flow",
                                 lambda: int(link.up)),

@@ -1,4 +1,5 @@
-"""Invalidations between nodes: publish, wait for every live node, lease the cache.
+"""Invalidations between nodes (a ``resolver.coherence.Peers`` tier): publish,
+wait for every live node, lease the cache.
 
 Each node keeps one subscription (the invalidation channel and its own
 acknowledgement channel) and heartbeats through it: a ``PING`` on the
@@ -12,9 +13,9 @@ the cache stops serving before writers stop waiting for this node.
 A writer runs ``INVALIDATE`` (new generations, shared values deleted, message
 published, live nodes listed, all at one instant), then waits until each live
 node has acknowledged or left the presence set. A node acknowledges after
-dropping the keys from its cache. On any failure a node drops its whole cache,
-leaves, and subscribes again with backoff; its cache is trusted again only
-after a fresh heartbeat.
+applying the change (``Coherence.apply``: the keys dropped from its cache).
+On any failure a node drops its whole cache, leaves, and subscribes again with
+backoff; its cache is trusted again only after a fresh heartbeat.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ from redis.exceptions import RedisError
 from protocol.codes import RC
 from protocol.errors import HandleError
 from resolver.cache import ResolutionCache
+from resolver.coherence import ApplyChange, Change
 from resolver.redis_tier.l2 import GENERATION_TTL
 from resolver.redis_tier.names import HEARTBEAT, INVALIDATE, LIVE, Names
 
@@ -74,7 +76,7 @@ class _Wait:
     pending: set[str] | None = None  # known once the script answered
 
 
-class RedisCoherence:
+class RedisInvalidation:
     def __init__(
         self,
         client: Redis,
@@ -101,6 +103,8 @@ class RedisCoherence:
         self._acks: asyncio.Queue[tuple[str, int]] = asyncio.Queue(ACK_QUEUE)
         self._pong: asyncio.Future[bytes] | None = None
         self._unconfirmed: set[str] = set()
+        self._unconfirmed_homed = False
+        self._apply: ApplyChange | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._up_event = asyncio.Event()
         self.up = False
@@ -111,8 +115,9 @@ class RedisCoherence:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self, wait: float) -> None:
+    async def start(self, apply: ApplyChange, wait: float) -> None:
         """Connect in the background; wait up to ``wait`` seconds for the link."""
+        self._apply = apply
         self._cache.distrust()
         self._supervisor = asyncio.create_task(self._supervise())
         with contextlib.suppress(TimeoutError):
@@ -141,34 +146,31 @@ class RedisCoherence:
                 "Writes are refused while the shared cache (Redis) is unreachable; retry later"
             )
 
-    async def invalidate(self, keys: Sequence[str]) -> None:
-        """Drop ``keys`` everywhere; return once every live node has dropped them."""
-        for key in keys:
-            self._cache.invalidate(key)  # listeners too (other workers of this node)
-        if not keys:
-            return
+    async def publish(self, change: Change) -> None:
+        """Return once every live node has applied ``change`` (this one did already)."""
         if not self.up:
-            self._remember(keys)
+            self._remember(change)
             raise WriteNotConfirmed(
                 "The change was stored but the shared cache is unreachable: other nodes "
                 "may serve the old record until it is back; read it back to confirm"
             )
         try:
-            await self._broadcast(keys)
+            await self._broadcast(change)
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("Could not confirm an invalidation of %d keys: %r", len(keys), exc)
-            self._remember(keys)
+            log.warning("Could not confirm an invalidation of %d keys: %r", len(change.keys), exc)
+            self._remember(change)
             raise WriteNotConfirmed(
                 "The change was stored but not every node confirmed it; read it back to confirm"
             ) from None
 
-    async def _broadcast(self, keys: Sequence[str]) -> None:
+    async def _broadcast(self, change: Change) -> None:
         names = self._names
+        keys = change.keys
         seq = next(self._seq)
         wait = _Wait(asyncio.get_running_loop().create_future())
         self._waits[seq] = wait  # before publishing: acks may beat the script's reply
         try:
-            message = msgpack.packb([self.node_id, seq, list(keys)])
+            message = msgpack.packb([self.node_id, seq, change.to_wire()])
             live = await asyncio.wait_for(
                 self._invalidate(
                     keys=[names.presence, *map(names.value, keys), *map(names.generation, keys)],
@@ -195,12 +197,13 @@ class RedisCoherence:
         finally:
             del self._waits[seq]
 
-    def _remember(self, keys: Sequence[str]) -> None:
-        if len(self._unconfirmed) + len(keys) > MAX_UNCONFIRMED:
+    def _remember(self, change: Change) -> None:
+        self._unconfirmed_homed |= change.homed
+        if len(self._unconfirmed) + len(change.keys) > MAX_UNCONFIRMED:
             log.error("Too many unconfirmed invalidations; the shared cache may serve "
                       "old records until their TTL")
             return
-        self._unconfirmed.update(keys)
+        self._unconfirmed.update(change.keys)
 
     # -- the link ----------------------------------------------------------
 
@@ -208,8 +211,12 @@ class RedisCoherence:
         backoff = RECONNECT_MIN
         while True:
             started = self._clock()
-            with contextlib.suppress(RedisError, OSError, TimeoutError, LinkLost):
+            try:
                 await self._session()
+            except (RedisError, OSError, TimeoutError, LinkLost):
+                pass  # logged on the way down
+            except Exception:
+                log.exception("Redis link failed unexpectedly")
             if self._clock() - started > 10 * self._lease:
                 backoff = RECONNECT_MIN  # it worked for a while: retry soon
             await asyncio.sleep(backoff)
@@ -233,7 +240,7 @@ class RedisCoherence:
             for task in done:
                 task.result()  # raises why it stopped
             raise LinkLost("a link task ended")
-        except (RedisError, OSError, TimeoutError, LinkLost) as exc:
+        except Exception as exc:
             self._set_down(exc)  # at once: no write may pass check_writable from now
             raise
         finally:
@@ -265,9 +272,12 @@ class RedisCoherence:
 
     async def _redo_unconfirmed(self) -> None:
         """Writes not confirmed while Redis was away: clear their shared values now."""
+        if self._unconfirmed_homed:
+            await self._broadcast(Change(homed=True))
+            self._unconfirmed_homed = False
         while self._unconfirmed:
-            keys = list(itertools.islice(self._unconfirmed, 500))
-            await self._broadcast(keys)
+            keys = tuple(itertools.islice(self._unconfirmed, 500))
+            await self._broadcast(Change(keys))
             self._unconfirmed.difference_update(keys)
 
     async def _read(self, pubsub: PubSub) -> None:
@@ -282,7 +292,7 @@ class RedisCoherence:
                 if message["channel"] == own_channel:
                     self._on_ack(message["data"])
                 else:
-                    self._on_invalidation(message["data"])
+                    await self._on_invalidation(message["data"])
             elif kind == "pong":
                 if self._pong is not None and not self._pong.done():
                     self._pong.set_result(message["data"])
@@ -291,16 +301,16 @@ class RedisCoherence:
                 if subscribed > 2:  # redis-py reconnected by itself: messages were lost
                     raise LinkLost("subscription was renewed")
 
-    def _on_invalidation(self, data: bytes) -> None:
+    async def _on_invalidation(self, data: bytes) -> None:
         try:
-            writer, seq, keys = msgpack.unpackb(data)
-            keys = [str(k) for k in keys]
+            writer, seq, wire = msgpack.unpackb(data)
+            change = Change.from_wire(wire)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise LinkLost(f"unreadable invalidation: {exc}") from None
         if writer == self.node_id:
             return
-        for key in keys:
-            self._cache.forget(key)
+        assert self._apply is not None
+        await self._apply(change)
         self.invalidations_received += 1
         try:
             self._acks.put_nowait((writer, seq))
