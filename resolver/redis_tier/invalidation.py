@@ -123,9 +123,6 @@ class RedisInvalidation:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._up_event.wait(), wait)
 
-    async def wait_up(self, timeout: float) -> None:
-        await asyncio.wait_for(self._up_event.wait(), timeout)
-
     async def stop(self) -> None:
         if self._supervisor is not None:
             self._supervisor.cancel()
@@ -284,7 +281,9 @@ class RedisInvalidation:
         subscribed = 0
         own_channel = self._names.acks(self.node_id).encode()
         while True:
-            message: dict[str, Any] | None = await pubsub.get_message(timeout=None)
+            # Not a blocking read: that one would time out (socket_timeout) whenever
+            # the channel is quiet for a moment; heartbeats watch the link instead.
+            message: dict[str, Any] | None = await pubsub.get_message(timeout=self._heartbeat)
             if message is None:
                 continue
             kind = message["type"]
