@@ -348,3 +348,27 @@ async def test_concurrent_writers_never_leave_a_stale_read(tmp_path, shared_redi
                     assert status == 200 and url_of(body) == new, (w, n)
 
         await asyncio.gather(*(writer(w) for w in range(3)))
+
+
+async def test_a_lost_subscription_drops_the_cache_until_resubscribed(
+    tmp_path, private_redis: PrivateRedis
+):
+    async with cluster_on(tmp_path, private_redis.url, "idnode:") as cluster:
+        a, b = await cluster.add(), await cluster.add()
+        handle = f"{PREFIX}/resub"
+        assert await cluster.put(a, handle, [url_value("https://one.example")]) == 201
+        assert (await cluster.get(b, handle))[0] == 200
+        assert b.node.cache.peek(handle.upper()) is not None
+        transitions = b.node.redis.invalidation.transitions
+        client = redis_asyncio.Redis.from_url(private_redis.url)
+        try:
+            # Invalidations published meanwhile would be lost to the killed connections.
+            await client.client_kill_filter(_type="pubsub")
+        finally:
+            await client.aclose()
+        await wait_for(lambda: b.node.redis.invalidation.transitions > transitions)
+        assert b.node.cache.peek(handle.upper()) is None  # dropped, not served
+        await wait_for(lambda: up_gauge(a) == 1 and up_gauge(b) == 1)
+        assert await cluster.put(a, handle, [url_value("https://two.example")]) == 200
+        status, body = await cluster.get(b, handle)
+        assert status == 200 and url_of(body) == "https://two.example"
