@@ -130,7 +130,7 @@ async def test_second_node_finds_the_record_in_redis(tmp_path, shared_redis):
         handle = f"{PREFIX}/l2-one"
         assert await cluster.put(a, handle, [url_value("https://one.example", ttl=60)]) == 201
         assert (await cluster.get(a, handle))[0] == 200  # store, then shared
-        await wait_for(lambda: a.node.redis.l2._pending == 0)
+        await wait_for(lambda: a.node.redis.l2.idle)
         status, body = await cluster.get(b, handle)
         assert status == 200 and url_of(body) == "https://one.example"
         assert b.node.redis.l2.hits == 1 and b.node.redis.l2.misses == 0
@@ -148,7 +148,7 @@ async def test_negative_answers_are_shared_briefly(tmp_path, shared_redis):
         a, b = await cluster.add(), await cluster.add(cache_negative_ttl=2.0)
         handle = f"{PREFIX}/absent"
         assert (await cluster.get(b, handle))[0] == 404
-        await wait_for(lambda: b.node.redis.l2._pending == 0)
+        await wait_for(lambda: b.node.redis.l2.idle)
         client = redis_asyncio.Redis.from_url(url)
         try:
             key = f"{prefix}v:{handle.upper()}"
@@ -182,7 +182,7 @@ async def test_a_reader_cannot_put_back_a_record_deleted_during_its_lookup(tmp_p
 
         _rc, values = await reader.node.redis.load(key, slow_store_read)
         assert values == old  # the reader answers what it read, concurrent with the write
-        await wait_for(lambda: reader.node.redis.l2._pending == 0)
+        await wait_for(lambda: reader.node.redis.l2.idle)
         client = redis_asyncio.Redis.from_url(url)
         try:
             assert await client.get(f"{prefix}v:{key}") is None  # not resurrected

@@ -58,10 +58,9 @@ from resolver.cache import Resolution, ResolutionCache
 from resolver.coherence import ApplyChange, Change
 from resolver.metrics import GaugeCollector
 from resolver.redis_tier.invalidation import RedisInvalidation
-from resolver.redis_tier.l2 import SharedCache, StoreLookup
+from resolver.redis_tier.l2 import CONNECTIONS, SharedCache, StoreLookup
 from resolver.redis_tier.names import Names
 
-L2_CONNECTIONS = 32  # reads and fills in flight; more go to the store
 WARM_CONNECTIONS = 4
 START_WAIT = 2.0  # seconds a starting node waits for Redis before serving without it
 
@@ -86,7 +85,7 @@ class RedisTier:
         # (a pub/sub connection renewed behind its back could have lost messages).
         connect_timeout = max(lease / 4, 0.1)
         self._l2_client = Redis.from_url(
-            url, max_connections=L2_CONNECTIONS, socket_timeout=1.0,
+            url, max_connections=CONNECTIONS, socket_timeout=1.0,
             socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
         )
         self._control_client = Redis.from_url(
@@ -98,8 +97,7 @@ class RedisTier:
         )
         self.l2 = SharedCache(
             self._l2_client, names, timeout=timeout, max_ttl=max_ttl,
-            negative_ttl=negative_ttl, max_pending=L2_CONNECTIONS,
-            usable=lambda: self.invalidation.up,
+            negative_ttl=negative_ttl, usable=lambda: self.invalidation.up,
         )
 
     async def start(self, apply: ApplyChange) -> None:

@@ -1,11 +1,14 @@
 """The shared L2 cache: records in Redis behind every node's in-process cache.
 
-A read is one ``MGET`` of the key's value and generation, given a few
-milliseconds (``--redis-timeout``): past that the lookup goes to the store and
-the read finishes in the background, so a slow Redis never makes resolution
-slower than the store. Repeated failures open a breaker that skips Redis for a
-growing while. What the store answers is stored back with the ``FILL`` script,
-only if the generation is unchanged (see ``resolver.redis_tier``).
+Reads are batched: the lookups that miss the in-process cache during one turn
+of the event loop share one ``MGET`` of their keys' values and generations
+(one command, one connection, one round trip however many there are). Each
+lookup waits for its answer at most ``--redis-timeout`` (a few ms); past that
+it goes to the store, and the read finishes unheeded, so a slow Redis never
+makes resolution slower than the store. Slow or failing batches in a row open
+a breaker that skips Redis for a growing while. What the store answers is
+stored back with the ``FILL`` script, only if the generation is unchanged
+(see ``resolver.redis_tier``).
 
 Values: the record's msgpack encoding (``protocol.record_msgpack``), or empty
 for "not found" (kept ``--cache-negative-ttl`` seconds). A record lives at most
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,11 +40,16 @@ log = logging.getLogger(__name__)
 # A write's generation outlives any reader that saw the one before it: a
 # reader whose store lookup took longer than half of this does not fill.
 GENERATION_TTL = 10.0
-BREAKER_FAILURES = 5  # consecutive failed reads that open the breaker
+BREAKER_FAILURES = 5  # slow or failed batches in a row that open the breaker
 BREAKER_MIN_OPEN = 0.2
 BREAKER_MAX_OPEN = 5.0
+MAX_BATCHES = 8  # read batches in flight; beyond, lookups go to the store
+MAX_FILLS = 32  # fills in flight; beyond, answers are not shared
+CONNECTIONS = MAX_BATCHES + MAX_FILLS
 
 StoreLookup = Callable[[], Awaitable[Resolution]]
+# A lookup's share of a batch: (value, generation), or None if the batch failed.
+Slot = asyncio.Future[tuple[bytes | None, bytes | None] | None]
 
 
 class SharedCache:
@@ -52,7 +61,6 @@ class SharedCache:
         timeout: float,
         max_ttl: float,
         negative_ttl: float,
-        max_pending: int,
         usable: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -62,12 +70,13 @@ class SharedCache:
         self._timeout = timeout
         self._max_ttl = max_ttl
         self._negative_ttl = negative_ttl
-        self._max_pending = max_pending  # reads and fills in flight (= connections)
         self._usable = usable  # the link is up
         self._clock = clock
         self._wall_clock = wall_clock
         self._fill = client.register_script(FILL)
-        self._pending = 0
+        self._batch: list[tuple[str, Slot]] = []  # lookups of this loop turn
+        self._batches = 0  # in flight
+        self._fills = 0  # in flight
         self._failures = 0
         self._open_until = 0.0
         self._open_for = BREAKER_MIN_OPEN
@@ -75,6 +84,11 @@ class SharedCache:
         self.misses = 0
         self.errors = 0  # failed or late reads, failed fills, undecodable values
         self.skipped = 0  # lookups that went straight to the store (link down, breaker open)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight (for tests and shutdown)."""
+        return not (self._batch or self._batches or self._fills)
 
     async def warm(self, connections: int) -> None:
         """Open connections now: a first read on a new one (connect + handshake)
@@ -85,42 +99,85 @@ class SharedCache:
     async def load(self, key: str, from_store: StoreLookup) -> Resolution:
         """``key``'s record from Redis, else from the store (then shared)."""
         if (
-            self._pending >= self._max_pending
+            self._batches >= MAX_BATCHES
             or self._clock() < self._open_until
             or not self._usable()
         ):
             self.skipped += 1
             return await from_store()
         started = self._clock()
-        read = asyncio.ensure_future(
-            self._client.mget(self._names.value(key), self._names.generation(key))
-        )
-        self._track(read)
-        done, _ = await asyncio.wait((read,), timeout=self._timeout)
-        generation: bytes | None = None
-        if done and read.exception() is None:
-            value, generation = read.result()  # type: ignore[assignment]  # bytes
-            self._succeeded()
+        slot: Slot = asyncio.get_running_loop().create_future()
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._send_batch)
+        self._batch.append((key, slot))
+        done, _ = await asyncio.wait((slot,), timeout=self._timeout)
+        answer = slot.result() if done else None
+        if not done:
+            self.errors += 1  # late: the batch finishes unheeded
+        if answer is not None:
+            value = answer[0]
             if value is not None:
                 try:
-                    resolution = _decode(value)  # type: ignore[arg-type]
+                    resolution = _decode(value)
                 except HandleError:
                     self.errors += 1
                 else:
                     self.hits += 1
                     return resolution
             self.misses += 1
-        else:
-            if not done:
-                self.errors += 1  # late (a failed read is counted when it finishes)
-            self._failed()
         resolution = await from_store()
-        if done and read.exception() is None and self._clock() - started < GENERATION_TTL / 2:
-            self._share(key, generation or b"", resolution)
+        if answer is not None and self._clock() - started < GENERATION_TTL / 2:
+            self._share(key, answer[1] or b"", resolution)
         return resolution
 
+    # -- reads -------------------------------------------------------------
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        names: list[str] = []
+        for key, _ in batch:
+            names += (self._names.value(key), self._names.generation(key))
+        self._batches += 1
+        read = asyncio.ensure_future(self._client.mget(names))
+        read.add_done_callback(functools.partial(self._batch_done, batch, self._clock()))
+
+    def _batch_done(
+        self, batch: list[tuple[str, Slot]], sent: float, read: asyncio.Future[Any]
+    ) -> None:
+        self._batches -= 1
+        failed = read.cancelled() or read.exception() is not None
+        if failed:
+            self.errors += 1
+            exc = None if read.cancelled() else read.exception()
+            if exc is not None and not isinstance(exc, RedisError | OSError | TimeoutError):
+                log.error("Unexpected error from Redis", exc_info=exc)
+            for _, slot in batch:
+                if not slot.done():
+                    slot.set_result(None)
+        else:
+            values = read.result()
+            for i, (_, slot) in enumerate(batch):
+                if not slot.done():
+                    slot.set_result((values[2 * i], values[2 * i + 1]))
+        if failed or self._clock() - sent > self._timeout:
+            self._failed()
+        else:
+            self._failures = 0
+            self._open_for = BREAKER_MIN_OPEN
+
+    def _failed(self) -> None:
+        self._failures += 1
+        if self._failures >= BREAKER_FAILURES:
+            self._open_until = self._clock() + self._open_for
+            log.warning("Redis reads slow or failing; going to the store for %.1f s",
+                        self._open_for)
+            self._open_for = min(self._open_for * 2, BREAKER_MAX_OPEN)
+            self._failures = 0
+
+    # -- fills -------------------------------------------------------------
+
     def _share(self, key: str, generation: bytes, resolution: Resolution) -> None:
-        if self._pending >= self._max_pending:
+        if self._fills >= MAX_FILLS:
             return
         rc, values = resolution
         if rc == RC.HANDLE_NOT_FOUND:
@@ -137,36 +194,21 @@ class SharedCache:
         if ttl_ms <= 0:
             return
         names = self._names
+        self._fills += 1
         fill = asyncio.ensure_future(self._fill(
             keys=[names.value(key), names.generation(key)], args=[generation, data, ttl_ms]
         ))
-        self._track(fill)
+        fill.add_done_callback(self._fill_done)
 
-    def _track(self, task: asyncio.Future[Any]) -> None:
-        self._pending += 1
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Future[Any]) -> None:
-        self._pending -= 1
-        if task.cancelled():
+    def _fill_done(self, fill: asyncio.Future[Any]) -> None:
+        self._fills -= 1
+        if fill.cancelled():
             return
-        exc = task.exception()  # retrieved, so never "exception was never retrieved"
+        exc = fill.exception()  # retrieved, so never "exception was never retrieved"
         if exc is not None:
             self.errors += 1
-            if not isinstance(exc, RedisError | OSError | asyncio.TimeoutError):
+            if not isinstance(exc, RedisError | OSError | TimeoutError):
                 log.error("Unexpected error from Redis", exc_info=exc)
-
-    def _succeeded(self) -> None:
-        self._failures = 0
-        self._open_for = BREAKER_MIN_OPEN
-
-    def _failed(self) -> None:
-        self._failures += 1
-        if self._failures >= BREAKER_FAILURES:
-            self._open_until = self._clock() + self._open_for
-            log.warning("Redis reads failing; going to the store for %.1f s", self._open_for)
-            self._open_for = min(self._open_for * 2, BREAKER_MAX_OPEN)
-            self._failures = 0
 
 
 def _decode(data: bytes) -> Resolution:
