@@ -40,7 +40,9 @@ class NodeConfig:
     # redis://host:port/db, or None. Names start with the prefix.
     redis: str | None = None
     redis_prefix: str = "idnode:"
-    redis_timeout: float = 0.005  # a slower read falls through to the store
+    # A slower read falls through to the store. Measured on the event loop, so it
+    # includes waiting behind other requests: a few ms only suit an idle node.
+    redis_timeout: float = 0.02
     redis_lease: float = 3.0  # a silent node is waited for this long by writers
 
     @property
