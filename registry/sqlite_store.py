@@ -47,19 +47,22 @@ from protocol.errors import (
 )
 from protocol.record_msgpack import decode_record, encode_record
 from protocol.values import HandleValue
+from registry import sqlite_apps
 from registry.store import (
     Account,
+    Application,
     IncompatibleSchema,
     PutItem,
     PutResult,
     Record,
+    StatsCount,
     Store,
     StoreBusy,
     StoreClosed,
     StoreError,
 )
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Schema, chosen by measurement: 200k records of HS_ADMIN + URL + EMAIL (a
 # 153-byte msgpack record, 28-byte key), WAL, 64 MB cache, 10k rows per
@@ -97,6 +100,7 @@ _SCHEMA: Final = (
     " record BLOB NOT NULL)",
     "CREATE TABLE prefixes(prefix TEXT PRIMARY KEY) WITHOUT ROWID",
     *_V2_TABLES,
+    *sqlite_apps.V3_TABLES,
 )
 
 _GET: Final = "SELECT record FROM handles WHERE key = ?"
@@ -543,6 +547,58 @@ class SQLiteStore(Store):
         key = (prefix.upper(), version)
         return bool(await self._write(lambda conn: conn.execute(sql, key).rowcount))
 
+    # -- prefix applications and reported statistics -----------------------------
+
+    async def add_application(self, application: Application) -> Application:
+        app: Application = await self._write(
+            lambda conn: sqlite_apps.w_add_application(conn, application)
+        )
+        return app
+
+    async def get_application(self, application_id: int) -> Application | None:
+        self._check_open()
+        assert self._reader is not None
+        with _mapped_errors():
+            row = self._reader.execute(
+                sqlite_apps.SELECT_APPLICATION, (application_id,)
+            ).fetchone()
+        return None if row is None else sqlite_apps.application_from_row(row)
+
+    async def list_applications(
+        self, *, state: str | None = None, applicant: str | None = None
+    ) -> list[Application]:
+        rows = await self._scan(*sqlite_apps.list_applications_query(state, applicant))
+        return [sqlite_apps.application_from_row(row) for row in rows]
+
+    async def approve_application(
+        self, decided: Application, records: Sequence[PutItem], account: Account
+    ) -> Application:
+        for item in records:
+            encode_record(item.values)  # fail before queueing, as put() does
+        app: Application = await self._write(
+            lambda conn: sqlite_apps.w_approve_application(conn, decided, records, account)
+        )
+        return app
+
+    async def reject_application(self, decided: Application) -> Application:
+        app: Application = await self._write(
+            lambda conn: sqlite_apps.w_reject_application(conn, decided)
+        )
+        return app
+
+    async def add_stats_report(
+        self, node: str, report_id: str, received_at: int, counts: Sequence[StatsCount]
+    ) -> bool:
+        return bool(await self._write(
+            lambda conn: sqlite_apps.w_add_stats_report(conn, node, report_id, received_at, counts)
+        ))
+
+    async def stats_counts(
+        self, *, node: str | None = None, prefix: str | None = None, since: int | None = None
+    ) -> list[StatsCount]:
+        rows = await self._scan(*sqlite_apps.stats_query(node, prefix, since))
+        return [sqlite_apps.stats_from_row(row) for row in rows]
+
     # -- writes: the writer thread -----------------------------------------------
 
     def _writer_main(self, ready: asyncio.Future[None]) -> None:
@@ -693,8 +749,13 @@ class SQLiteStore(Store):
                         f"{self.path} has schema version {version}, newer than the "
                         f"{SCHEMA_VERSION} this idnode supports: upgrade idnode to open it"
                     )
-                if version < 2:  # v1 -> v2: add the SNMS tables, in place
-                    for ddl in _V2_TABLES:
+                # In place: v1 -> v2 adds the SNMS tables, v2 -> v3 applications
+                # and reported statistics.
+                missing = (_V2_TABLES if version < 2 else ()) + (
+                    sqlite_apps.V3_TABLES if version < 3 else ()
+                )
+                if missing:
+                    for ddl in missing:
                         conn.execute(ddl)
                     conn.execute(
                         "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)

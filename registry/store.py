@@ -72,6 +72,59 @@ class Account:
     generation: int = 0
 
 
+APPLICATION_STATES = ("pending", "approved", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    """An enterprise's application for a prefix, and the auditor's decision on it.
+
+    ``id`` is assigned by the store (0 before ``add_application``). Times are
+    Unix seconds set by the caller. ``prefix`` is the prefix allocated on
+    approval; ``requested_prefix`` what the applicant asked for, if anything.
+    """
+
+    id: int
+    applicant: str
+    enterprise: str
+    requested_prefix: str | None
+    detail: str
+    created_at: int
+    state: str = "pending"
+    decided_by: str | None = None
+    decided_at: int | None = None
+    reason: str | None = None
+    prefix: str | None = None
+
+
+class ApplicationNotFound(HandleError):
+    rc = RC.HANDLE_NOT_FOUND
+
+
+class ApplicationConflict(HandleError):
+    """The application is no longer pending, or the applicant has one pending already."""
+
+    rc = RC.INVALID_VALUE
+
+
+class PrefixTaken(HandleError):
+    """The prefix is homed here already, or allocated to another application."""
+
+    rc = RC.HANDLE_ALREADY_EXISTS
+
+
+@dataclass(frozen=True, slots=True)
+class StatsCount:
+    """Registrations and resolutions one node counted for one prefix in one interval."""
+
+    node: str
+    prefix: str
+    interval_start: int  # Unix seconds
+    interval_seconds: int
+    registrations: int
+    resolutions: int
+
+
 # Per item of a batch: True = created, False = replaced, or the error that
 # left that item unchanged (e.g. HandleAlreadyExists).
 PutResult = bool | HandleError
@@ -176,3 +229,58 @@ class Store(ABC):
     @abstractmethod
     async def delete_template(self, prefix: str, version: str) -> bool:
         """Delete a template. True if there was one."""
+
+    # -- prefix applications (secondary node) --------------------------------
+    # An enterprise applies, an auditor decides; approval homes the prefix,
+    # writes its admin records and binds the applicant's account in ONE
+    # transaction, so no crash leaves a half-allocated prefix behind.
+
+    @abstractmethod
+    async def add_application(self, application: Application) -> Application:
+        """Store a new pending application; returns it with its ``id``.
+
+        Raises ApplicationConflict if ``application.applicant`` has one pending.
+        """
+
+    @abstractmethod
+    async def get_application(self, application_id: int) -> Application | None: ...
+
+    @abstractmethod
+    async def list_applications(
+        self, *, state: str | None = None, applicant: str | None = None
+    ) -> list[Application]:
+        """Applications filtered by state and/or applicant, oldest first."""
+
+    @abstractmethod
+    async def approve_application(
+        self,
+        decided: Application,
+        records: Sequence[PutItem],
+        account: Account,
+    ) -> Application:
+        """Atomically: the application ``decided.id`` goes from pending to ``decided``
+        (state "approved", ``prefix`` set), ``decided.prefix`` is homed, ``records``
+        are written (created; an existing key fails the call) and ``account`` is stored.
+
+        Raises ApplicationNotFound; ApplicationConflict if it is not pending;
+        PrefixTaken if the prefix is homed or allocated already; nothing changes then.
+        """
+
+    @abstractmethod
+    async def reject_application(self, decided: Application) -> Application:
+        """Pending -> ``decided`` (state "rejected" with reason); errors as approve."""
+
+    # -- statistics reported by other nodes (top-level node) --------------------
+
+    @abstractmethod
+    async def add_stats_report(
+        self, node: str, report_id: str, received_at: int, counts: Sequence[StatsCount]
+    ) -> bool:
+        """Add a report's counts to the per node/prefix/interval sums, once per
+        (node, report_id): False (and nothing added) if it was added before."""
+
+    @abstractmethod
+    async def stats_counts(
+        self, *, node: str | None = None, prefix: str | None = None, since: int | None = None
+    ) -> list[StatsCount]:
+        """Summed counts per (node, prefix, interval), filtered, sorted by those."""

@@ -29,6 +29,7 @@ from protocol.values import (
 from registry.credentials import SecretSealer, generate_secret, load_master_key
 from registry.sqlite_store import SQLiteStore
 from registry.store import Account, PutItem, Store
+from resolver.applications import PREFIXLESS_ROLES, ApplicationDesk, application_json
 from resolver.auth import Identity
 
 ADMIN_INDEX = 300
@@ -121,20 +122,26 @@ async def prefix_list(store_path: str) -> int:
     return 0
 
 
-ACCOUNT_ROLES = ("enterprise", "readonly")
+ACCOUNT_ROLES = ("enterprise", "readonly", *sorted(PREFIXLESS_ROLES))
 
 
 async def account_add(
-    store_path: str, username: str, prefix_text: str, password: str | None, role: str
+    store_path: str, username: str, prefix_text: str | None, password: str | None, role: str
 ) -> int:
     """Create or reset an SNMS application identity; a reset revokes its earlier tokens.
 
     Stored: sha256hex(password), hashed and sealed under the master key
     (``SecretSealer``): ``/identity/token/v1`` logins need sha256hex(password)
-    itself, so it is kept recoverable, like an HS_SECKEY.
+    itself, so it is kept recoverable, like an HS_SECKEY. Applicants, auditors
+    and node admins have no prefix (an approved application gives an applicant one).
     """
+    prefixless = role in PREFIXLESS_ROLES
+    if prefixless and prefix_text:
+        raise CommandError(f"a {role} account has no prefix: leave out --prefix")
+    if not prefixless and not prefix_text:
+        raise CommandError(f"a {role} account needs --prefix")
     try:
-        prefix = parse_prefix(prefix_text)
+        prefix = "" if prefixless else parse_prefix(prefix_text or "")
     except HandleError as exc:
         raise CommandError(exc.message) from None
     if not username or len(username) > snms.MAX_USERNAME:
@@ -151,8 +158,9 @@ async def account_add(
         generation = 0 if old is None else old.generation + 1
         await store.put_account(Account(username, prefix, role, sealed, generation))
         homed = prefix in await store.homed_prefixes()
-    print(f"Account {username} ({role}) for prefix {prefix} {'reset' if old else 'created'}.")
-    if not homed:
+    scope = f" for prefix {prefix}" if prefix else ""
+    print(f"Account {username} ({role}){scope} {'reset' if old else 'created'}.")
+    if prefix and not homed:
         print(f"Warning: prefix {prefix} is not homed in {store_path} (idnode prefix add)")
     if generated:
         print(f"Password: {password}   (shown once; it is stored hashed)")
@@ -167,6 +175,70 @@ async def account_revoke(store_path: str, username: str) -> int:
             raise CommandError(f"no account {username!r}")
         await store.put_account(dataclasses.replace(old, generation=old.generation + 1))
     print(f"Tokens of {username} revoked.")
+    return 0
+
+
+async def application_list(store_path: str, state: str | None, as_json: bool) -> int:
+    async with opened(store_path) as store:
+        apps = await store.list_applications(state=state)
+    if as_json:
+        print(orjson.dumps([application_json(a) for a in apps],
+                           option=orjson.OPT_INDENT_2).decode())
+        return 0
+    for a in apps:
+        decided = f" by {a.decided_by}" if a.decided_by else ""
+        granted = f" -> {a.prefix}" if a.prefix else ""
+        wanted = f" (asks {a.requested_prefix})" if a.requested_prefix else ""
+        reason = f": {a.reason}" if a.reason else ""
+        print(f"{a.id}\t{a.state}{decided}{granted}\t{a.applicant}\t{a.enterprise}{wanted}"
+              f"{reason}")
+    return 0
+
+
+async def application_decide(
+    store_path: str, application_id: int, *, approve: bool, parent: str | None, by: str,
+    reason: str | None,
+) -> int:
+    """Decide offline (the running node homes an approved prefix within seconds)."""
+    async with opened(store_path) as store:
+        desk = ApplicationDesk(store, parent=parent, seal=sealer_for(store_path).seal)
+        try:
+            if approve:
+                app = await desk.approve(application_id, by, reason)
+            else:
+                app = await desk.reject(application_id, by, reason or "")
+        except HandleError as exc:
+            raise CommandError(exc.message or f"failed (rc {int(exc.rc)})") from None
+    if approve:
+        print(f"Application {app.id} approved: prefix {app.prefix} homed, admin "
+              f"{ADMIN_INDEX}:{app.prefix}/ADMIN; {app.applicant} collects the secret with "
+              f"POST /api/admin/applications/{app.id}/credentials")
+    else:
+        print(f"Application {app.id} rejected: {app.reason}")
+    return 0
+
+
+async def reporter_add(store_path: str, prefix_text: str, secret: str | None) -> int:
+    """Let the node serving ``prefix`` report usage statistics here (a top-level node):
+    an HS_SECKEY at 300 of ``0.NA/<prefix>``, added to that record or creating it."""
+    try:
+        prefix = parse_prefix(prefix_text)
+    except HandleError as exc:
+        raise CommandError(exc.message) from None
+    generated = secret is None
+    secret = secret or generate_secret()
+    value = HandleValue(ADMIN_INDEX, HS_SECKEY, sealer_for(store_path).seal(secret.encode()),
+                        permissions=SECRET_PERMS)
+    key = prefix_handle(prefix)
+    async with opened(store_path) as store:
+        if await store.get(key) is None:
+            await store.put(key, [value])
+        else:
+            await store.add_values(key, [value], overwrite=True)
+    print(f"Node {prefix} reports as {ADMIN_INDEX}:{key} "
+          f"(its --stats-identity; a running node sees this at once).")
+    if generated:
+        print(f"Secret: {secret}   (shown once; give it to that node as IDNODE_STATS_SECRET)")
     return 0
 
 

@@ -3,10 +3,12 @@
     idnode init     --store PATH --prefix 88.100.1 [--admin-secret S]
     idnode serve    --store PATH [--host H] [--port 8000] [--cache-size BYTES] ...
     idnode resolve  HANDLE [--server URL] [--type T] [--index N]
+    idnode trace    HANDLE [--server URL] [--max-depth N] [--json]
     idnode register HANDLE (--value TYPE=DATA ... | --json FILE) --auth 300:P/ADMIN [--secret S]
     idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
     idnode prefix   add|list ...
     idnode account add USERNAME --prefix 88.100.1 [--password P] | revoke USERNAME
+    idnode application list|approve ID --parent 88.118|reject ID --reason R
     idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
     idnode bench    run|compare|worker|... (load tests: python -m bench.runner)
 """
@@ -23,7 +25,7 @@ from typing import NoReturn
 
 import aiohttp
 
-from resolver import admin_tasks, client
+from resolver import admin_tasks, client, trace
 from resolver.config import DEFAULT_STORE, NodeConfig
 from resolver.roles import ROLES
 
@@ -90,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a Redis read may take before the store is asked instead")
     p.add_argument("--redis-lease", type=float, default=_DEFAULTS.redis_lease,
                    help="seconds a node that stops answering delays writes elsewhere")
+    p.add_argument("--stats-upstream", metavar="URL",
+                   help="send usage statistics to this (top-level) node, e.g. https://tl:8000")
+    p.add_argument("--stats-interval", type=float, default=_DEFAULTS.stats_interval,
+                   help="seconds per statistics report")
+    p.add_argument("--stats-identity", metavar="INDEX:HANDLE",
+                   help="this node's identity at the upstream, e.g. 300:0.NA/88.118; secret "
+                        "from $IDNODE_STATS_SECRET or --stats-secret-file")
+    p.add_argument("--stats-secret-file", help="file holding the --stats-identity secret")
+    p.add_argument("--stats-spool", metavar="DIR",
+                   help="unacknowledged reports (default: STORE.stats-spool)")
+    p.add_argument("--stats-max-reports", type=int, default=_DEFAULTS.stats_max_reports,
+                   help="spool bound; when full the current interval grows instead")
+    p.add_argument("--enterprise-parent",
+                   help="allocate approved enterprise prefixes as PARENT.<n> (e.g. 88.118)")
 
     p = sub.add_parser("resolve", help="resolve a handle (HTTP, or the binary Handle protocol)")
     p.add_argument("handle")
@@ -102,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     wire.add_argument("--tcp", action="store_true", help="binary Handle protocol over TCP")
     p.add_argument("--type", action="append", default=[])
     p.add_argument("--index", action="append", type=int, default=[])
+
+    p = sub.add_parser("trace", help="walk an identifier's traceability links, print the tree")
+    p.add_argument("handle")
+    p.add_argument("--server", default=DEFAULT_SERVER,
+                   help="node whose REST API resolves every link (the recursive node in a "
+                        f"hierarchy; default {DEFAULT_SERVER})")
+    p.add_argument("--max-depth", type=_non_negative, default=trace.DEFAULT_MAX_DEPTH)
+    p.add_argument("--max-nodes", type=_non_negative, default=trace.DEFAULT_MAX_NODES,
+                   help="resolve at most this many identifiers")
+    p.add_argument("--concurrency", type=_non_negative, default=trace.DEFAULT_CONCURRENCY,
+                   help="resolutions in flight at once")
+    p.add_argument("--timeout", type=float, default=trace.DEFAULT_TIMEOUT,
+                   help="seconds per resolution")
+    p.add_argument("--json", action="store_true", help="print the tree as JSON")
 
     p = sub.add_parser("register", help="create or replace a handle on a node")
     p.add_argument("handle")
@@ -129,13 +159,38 @@ def build_parser() -> argparse.ArgumentParser:
     asub = p.add_subparsers(dest="account_command", required=True)
     aa = asub.add_parser("add", help="create an account, or reset its password (revokes tokens)")
     aa.add_argument("username")
-    aa.add_argument("--prefix", required=True, help="its enterprise prefix, e.g. 88.100.1")
+    aa.add_argument("--prefix", help="its enterprise prefix, e.g. 88.100.1 (enterprise and "
+                    "readonly accounts; applicants, auditors and node admins have none)")
     aa.add_argument("--password", help="generated and printed once if omitted")
     aa.add_argument("--role", default="enterprise", choices=admin_tasks.ACCOUNT_ROLES)
     aa.add_argument("--store", default=str(DEFAULT_STORE))
     ar = asub.add_parser("revoke", help="revoke every token issued to an account so far")
     ar.add_argument("username")
     ar.add_argument("--store", default=str(DEFAULT_STORE))
+
+    p = sub.add_parser("application", help="enterprise prefix applications (operators)")
+    bsub = p.add_subparsers(dest="application_command", required=True)
+    bl = bsub.add_parser("list", help="list applications")
+    bl.add_argument("--state", choices=("pending", "approved", "rejected"))
+    bl.add_argument("--json", action="store_true")
+    bl.add_argument("--store", default=str(DEFAULT_STORE))
+    for name, text in (("approve", "allocate <parent>.<n>, home it, create its admin"),
+                       ("reject", "reject with a reason")):
+        bd = bsub.add_parser(name, help=text)
+        bd.add_argument("id", type=int)
+        bd.add_argument("--reason", required=name == "reject")
+        bd.add_argument("--by", default="operator", help="recorded as the decider")
+        bd.add_argument("--store", default=str(DEFAULT_STORE))
+        if name == "approve":
+            bd.add_argument("--parent", required=True,
+                            help="the node's --enterprise-parent, e.g. 88.118")
+
+    p = sub.add_parser("reporter", help="nodes allowed to report usage statistics here")
+    rsub = p.add_subparsers(dest="reporter_command", required=True)
+    ra = rsub.add_parser("add", help="create or reset the identity 300:0.NA/PREFIX")
+    ra.add_argument("prefix", help="the reporting node's prefix, e.g. 88.118")
+    ra.add_argument("--secret", help="generated and printed once if omitted")
+    ra.add_argument("--store", default=str(DEFAULT_STORE))
 
     p = sub.add_parser("import", help="bulk-load handles from JSONL into a store")
     p.add_argument("file", help="JSONL: {\"handle\": ..., \"values\": [...]} per line; - = stdin")
@@ -153,12 +208,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
 def _client_auth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default=DEFAULT_SERVER)
     p.add_argument("--auth", required=True, help="identity index:handle, e.g. 300:88.100.1/ADMIN")
     p.add_argument("--secret", default=os.environ.get("IDNODE_SECRET"),
                    help="the identity's secret (or $IDNODE_SECRET)")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+
+
+def _stats_secret(args: argparse.Namespace) -> str | None:
+    """The secret of ``--stats-identity`` (a file, or $IDNODE_STATS_SECRET)."""
+    if args.stats_upstream and not args.stats_identity:
+        raise admin_tasks.CommandError(
+            "--stats-upstream needs --stats-identity (the upstream accepts reports only from "
+            "a known node identity; see idnode reporter add)"
+        )
+    if args.stats_secret_file:
+        with open(args.stats_secret_file, encoding="utf-8") as f:
+            return f.read().strip()
+    secret = os.environ.get("IDNODE_STATS_SECRET")
+    if args.stats_identity and not secret:
+        raise admin_tasks.CommandError(
+            "--stats-identity needs its secret: $IDNODE_STATS_SECRET or --stats-secret-file"
+        )
+    return secret
 
 
 def _bench(argv: list[str]) -> NoReturn:
@@ -205,6 +285,10 @@ def _run(args: argparse.Namespace) -> int:
                 server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
                 quotas=tuple(args.quota), redis=args.redis, redis_prefix=args.redis_prefix,
                 redis_timeout=args.redis_timeout, redis_lease=args.redis_lease,
+                enterprise_parent=args.enterprise_parent,
+                stats_upstream=args.stats_upstream, stats_interval=args.stats_interval,
+                stats_identity=args.stats_identity, stats_secret=_stats_secret(args),
+                stats_spool=args.stats_spool, stats_max_reports=args.stats_max_reports,
             )
         )
         return 0
@@ -222,6 +306,15 @@ def _run(args: argparse.Namespace) -> int:
                 args.store, args.username, args.prefix, args.password, args.role
             ))
         return asyncio.run(admin_tasks.account_revoke(args.store, args.username))
+    if command == "application":
+        if args.application_command == "list":
+            return asyncio.run(admin_tasks.application_list(args.store, args.state, args.json))
+        return asyncio.run(admin_tasks.application_decide(
+            args.store, args.id, approve=args.application_command == "approve",
+            parent=getattr(args, "parent", None), by=args.by, reason=args.reason,
+        ))
+    if command == "reporter":
+        return asyncio.run(admin_tasks.reporter_add(args.store, args.prefix, args.secret))
     if command == "import":
         return asyncio.run(admin_tasks.import_jsonl(args.store, args.file, args.batch))
     if command == "export":
@@ -232,6 +325,11 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(
             client.resolve(args.server or DEFAULT_SERVER, args.handle, args.type, args.index)
         )
+    if command == "trace":
+        return asyncio.run(trace.trace_command(
+            args.server, args.handle, max_depth=args.max_depth, max_nodes=args.max_nodes,
+            concurrency=args.concurrency, timeout=args.timeout, as_json=args.json,
+        ))
     if command == "register":
         return asyncio.run(client.register(args))
     if command == "delete":

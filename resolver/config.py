@@ -44,6 +44,17 @@ class NodeConfig:
     # includes waiting behind other requests: a few ms only suit an idle node.
     redis_timeout: float = 0.02
     redis_lease: float = 3.0  # a silent node is waited for this long by writers
+    # Secondary node: enterprise prefixes are allocated as <parent>.<n> on approval.
+    enterprise_parent: str | None = None
+    # Usage statistics sent upward (resolver.stats): the top-level node's base
+    # URL, the period, this node's identity there ("300:0.NA/88.118") and its
+    # secret, and where unacknowledged reports wait (default: beside the store).
+    stats_upstream: str | None = None
+    stats_interval: float = 60.0
+    stats_identity: str | None = None
+    stats_secret: str | None = None
+    stats_spool: str | None = None
+    stats_max_reports: int = 1440
 
     @property
     def tls(self) -> bool:

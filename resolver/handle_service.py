@@ -134,6 +134,7 @@ class HandleService:
     ) -> bytes:
         request = _body(msg, ResolutionRequest)
         entry = await self.node.resolve(self.node.parse(request.handle))
+        self.node.usage.resolutions[entry.prefix] += 1
         if (
             entry.values is not None
             and not msg.op_flags & FLAG_PUBL
@@ -180,6 +181,7 @@ class HandleService:
         request = _body(msg, ResolutionRequest)
         handle = self.node.parse(request.handle)
         entry = await self.node.resolve(handle)
+        self.node.usage.resolutions[entry.prefix] += 1
         private = entry.values is not None and await may_read_private(
             identity, handle, entry.values, self.node.server_admins, self.node.record_of
         )

@@ -71,6 +71,7 @@ class UdpServer(asyncio.DatagramProtocol):
         self._inflight: set[asyncio.Future[None]] = set()
         self._fast = node.requests.route("udp", "resolve")
         self._slow = node.requests.route("udp", "other")
+        self._resolved = node.usage.resolutions  # per prefix, for statistics upward
         self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,6 +99,7 @@ class UdpServer(asyncio.DatagramProtocol):
         if seen is not None:
             entry, template = seen
             if self.node.cache.peek(entry.key) is entry:
+                self._resolved[entry.prefix] += 1
                 self._send(self._readdress(template, data), addr)
                 self._fast.observe(200, time.perf_counter() - start)
                 return
@@ -109,6 +111,7 @@ class UdpServer(asyncio.DatagramProtocol):
                 if len(self._exact) >= MAX_EXACT_REPLIES:
                     del self._exact[next(iter(self._exact))]  # oldest first
                 self._exact[exact] = found
+                self._resolved[found[0].prefix] += 1
                 self._send(self._readdress(found[1], data), addr)
                 self._fast.observe(200, time.perf_counter() - start)
                 return

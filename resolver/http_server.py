@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from protocol import rest_json
 from protocol.codes import RC
 from protocol.errors import HandleError, InvalidHandle, NotResponsible
+from resolver.admin_api import ADMIN_PATH, AdminApi
 from resolver.fast_reply import eligible
 from resolver.http_common import JSON_HEADERS, error_response, json_bytes
 from resolver.metrics import RouteLatency
@@ -27,6 +28,8 @@ from resolver.node import Node
 from resolver.proxy import proxy_resolve
 from resolver.rest_api import HANDLES_PATH, RestApi, cached_reply, handle_text_from_path
 from resolver.snms_api import SnmsApi, is_snms_path
+from resolver.stats import REPORTS_PATH
+from resolver.stats_api import STATS_PATH, StatsApi
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ class HttpFrontend:
         self.node = node
         self.rest = RestApi(node)
         self.snms = SnmsApi(node)
+        self.admin = AdminApi(node.applications, node.token_key, node.sealer.seal, time.time,
+                              node.authenticator.throttle)
         metrics = node.requests
         self._resolve_stats = metrics.route("http", "resolve")
         self._write_stats = metrics.route("http", "write")
@@ -47,6 +52,9 @@ class HttpFrontend:
         self._other_stats = metrics.route("http", "other")
         self._snms_stats = metrics.route("http", "snms")
         self._tls = node.config.tls
+        self._resolved = node.usage.resolutions  # per prefix, for statistics upward
+        self.stats_api = StatsApi(node.store, node.reported, node.server_admins, node.parse,
+                                  node.authenticator.throttle)
         # Pre-built replies skip aiohttp's response object, and so its access log.
         self._raw_replies = not node.config.access_log
 
@@ -66,6 +74,7 @@ class HttpFrontend:
             key = self.node.fast_key(text)
             entry = self.node.cache.peek(key) if key is not None else None
             if entry is not None:
+                self._resolved[entry.prefix] += 1
                 reply = cached_reply(self.node.cache, entry, text)
                 self._resolve_stats.observe(reply.status, time.perf_counter() - start)
                 if self._raw_replies and eligible(request):
@@ -90,6 +99,13 @@ class HttpFrontend:
                 return stats, await self._handles_collection(request, path, method)
             if path == "/api/prefixes" and method in ("GET", "HEAD"):
                 return stats, await self.rest.list_prefixes(request)
+            if path == STATS_PATH and method in ("GET", "HEAD"):
+                return stats, await self.stats_api.show(request)
+            if path == REPORTS_PATH and method == "POST":
+                auth_possible = self.rest.auth_possible(request)
+                return stats, await self.stats_api.receive(request, auth_possible=auth_possible)
+            if path.startswith(ADMIN_PATH):  # applications: Handle-style JSON, own statuses
+                return stats, await self.admin.handle(request, path, method)
             if is_snms_path(path):  # SNMS v5 API: its own envelope and error mapping
                 return self._snms_stats, await self.snms.handle(request, path, method)
             if path.startswith("/api/") or path == "/api":

@@ -11,8 +11,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
+import aiohttp
 from prometheus_client import CollectorRegistry
 
 from protocol.errors import HandleError
@@ -21,6 +24,7 @@ from protocol.values import HandleValue
 from registry.credentials import SecretSealer, load_master_key
 from registry.sqlite_store import SQLiteStore
 from registry.store import Store
+from resolver.applications import ApplicationDesk
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
 from resolver.coherence import Coherence, Peers
@@ -30,6 +34,8 @@ from resolver.quotas import QuotaBook, parse_quota
 from resolver.registrar import Registrar
 from resolver.roles import chain_for_role
 from resolver.snms_tokens import token_key
+from resolver.stats import StatsReporter, StatsSpool, UsageCounter
+from resolver.stats_api import ReportedTotals, identity_scope
 from resolver.template_check import TemplateChecker
 
 if TYPE_CHECKING:
@@ -54,6 +60,30 @@ def _redis_tier(url: str, config: NodeConfig, cache: ResolutionCache) -> RedisTi
         url, cache, prefix=config.redis_prefix, timeout=config.redis_timeout,
         lease=config.redis_lease, max_ttl=config.cache_max_ttl,
         negative_ttl=config.cache_negative_ttl,
+    )
+
+
+def stats_reporter(config: NodeConfig, usage: UsageCounter) -> StatsReporter:
+    """The reporter of ``--stats-upstream``: spool beside a file store unless told."""
+    assert config.stats_upstream
+    spool_dir = config.stats_spool
+    if spool_dir is None and "://" not in config.store:
+        spool_dir = config.store + ".stats-spool"
+    authorization = None
+    node_name = ""
+    if config.stats_identity:
+        identity = Identity.parse(config.stats_identity)
+        node_name = identity_scope(identity)
+        # Handle.Net clients percent-encode the colon of index:handle.
+        login = quote(config.stats_identity, safe="/")
+        authorization = aiohttp.encode_basic_auth(login, config.stats_secret or "")
+    return StatsReporter(
+        usage,
+        StatsSpool(Path(spool_dir) if spool_dir else None, config.stats_max_reports),
+        upstream=config.stats_upstream,
+        node_name=node_name,
+        authorization=authorization,
+        interval=config.stats_interval,
     )
 
 
@@ -90,6 +120,11 @@ class Node:
             [parse_quota(q) for q in config.quotas], count=self.store.count_handles,
             homed=self.homed,
         )
+        # Usage statistics: counted here (hot paths index these dicts), sent
+        # upward by the reporter; reports other nodes sent us, summed.
+        self.usage = UsageCounter(time.time())
+        self.reported = ReportedTotals()
+        self.reporter: StatsReporter | None = None
         self.registrar = Registrar(
             store=self.store,
             invalidate=self.coherence.invalidate,
@@ -100,6 +135,14 @@ class Node:
             quotas=self.quotas,
             check_template=TemplateChecker(self.store),
             check_writable=self.redis.check_writable if self.redis is not None else None,
+            registrations=self.usage.registrations,
+        )
+        self.applications = ApplicationDesk(
+            self.store,
+            parent=config.enterprise_parent,
+            seal=self.sealer.seal,
+            after_approval=self._prefix_allocated,
+            invalidate=self.coherence.invalidate,
         )
         self.registry = CollectorRegistry()
         self.requests = RequestMetrics()
@@ -113,11 +156,17 @@ class Node:
         await self.store.open()
         await self.coherence.start()
         await self.reload_homed()
+        await self.reported.load(self.store)
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
+        if self.config.stats_upstream:
+            self.reporter = stats_reporter(self.config, self.usage)
+            await self.reporter.start()
 
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        if self.reporter is not None:
+            await self.reporter.stop()
         await self.coherence.stop()
         await self.store.close()
 
@@ -183,6 +232,9 @@ class Node:
             except Exception:
                 log.exception("Could not reload homed prefixes")
 
+    async def _prefix_allocated(self, prefix: str) -> None:
+        await self.coherence.reload_homed()  # serve it now (every node), not at the next refresh
+
     async def home_prefix(self, prefix: str, admin_values: list[HandleValue]) -> None:
         """Home ``prefix`` here and write its ``0.NA/`` record (admins of the prefix)."""
         prefix = parse_prefix(prefix)
@@ -199,6 +251,7 @@ class Node:
     def _register_metrics(self) -> None:
         cache = self.cache
         self.registry.register(self.requests)  # type: ignore[arg-type]
+        self.registry.register(self.reported)  # type: ignore[arg-type]
         self.registry.register(
             GaugeCollector(  # type: ignore[arg-type]
                 {

@@ -27,6 +27,7 @@ def first_url(values: tuple[HandleValue, ...]) -> str | None:
 async def proxy_resolve(node: Node, request: web.BaseRequest, text: str) -> web.StreamResponse:
     handle = node.parse(text)
     entry = await node.resolve(handle)
+    node.usage.resolutions[entry.prefix] += 1
     if entry.values is None:
         raise NotResponsible() if entry.rc == RC.SERVER_NOT_RESP else HandleError("", entry.rc)
     if "noredirect" not in request.query:

@@ -40,6 +40,7 @@ from resolver.authz import (
     perms_for_change,
     perms_for_removal,
 )
+from resolver.cache.entry import usage_prefix
 from resolver.quotas import IdentifierQuotaExceeded, QuotaBook
 
 # (handle, values) -> raises HandleError unless they fit their metadata template
@@ -60,6 +61,7 @@ class Registrar:
         quotas: QuotaBook | None = None,
         check_template: TemplateCheck | None = None,
         check_writable: Callable[[], None] | None = None,
+        registrations: dict[str, int] | None = None,
     ) -> None:
         self._store = store
         self._invalidate = invalidate  # keys -> dropped from every cache (Coherence)
@@ -75,6 +77,8 @@ class Registrar:
         # Raises (before anything is written) when a write could not be made
         # visible everywhere, e.g. other nodes' caches are out of reach.
         self._check_writable = check_writable or _always_writable
+        # Handles created, per prefix, for usage statistics (resolver.stats).
+        self._registrations = registrations if registrations is not None else {}
 
     # -- operations --------------------------------------------------------
 
@@ -108,6 +112,7 @@ class Registrar:
                         raise HandleAlreadyExists() from None
                 else:
                     await self._invalidate((handle.key,))
+                    self._count_created(handle.key)
                     return True
             old = await store.get(handle.key)
             if old is None:
@@ -265,7 +270,9 @@ class Registrar:
                     name for h, name in zip(may_be_new, reserved, strict=True)
                     if h.key not in made
                 ])
-            for i, result in zip(writes, written, strict=True):
+            for i, item, result in zip(writes, put_items, written, strict=True):
+                if result is True:
+                    self._count_created(item.key)
                 if isinstance(result, HandleAlreadyExists):
                     result = HandleAlreadyExists()  # the reference's bare 101
                 results[i] = result
@@ -310,6 +317,10 @@ class Registrar:
         finally:
             await self._invalidate([h.key for h in handles])  # one message for the batch
         return results
+
+    def _count_created(self, key: str) -> None:
+        prefix = usage_prefix(key)
+        self._registrations[prefix] = self._registrations.get(prefix, 0) + 1
 
     async def _templated(
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue]

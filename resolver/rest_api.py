@@ -110,6 +110,7 @@ class RestApi:
         if not public_only and identity is None:
             raise AuthenticationNeeded()
         entry = await self.node.resolve(handle)
+        self.node.usage.resolutions[entry.prefix] += 1
         if entry.values is None:
             raise _entry_error(entry)
         if public_only and not indexes and not types:

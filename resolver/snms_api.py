@@ -38,6 +38,7 @@ from protocol.templates import Template
 from protocol.values import HandleValue
 from registry.credentials import hash_secret, verify_secret
 from registry.store import StoreError
+from resolver.applications import PREFIXLESS_ROLES
 from resolver.auth import PrefixAccount
 from resolver.http_common import JSON_HEADERS, read_large_body
 from resolver.node import Node
@@ -208,6 +209,8 @@ class SnmsApi:
         account = await self.node.store.get_account(claims.username)
         if account is None or account.generation != claims.generation:
             raise NotLoggedIn()  # deleted, password reset, or revoked
+        if account.role in PREFIXLESS_ROLES:  # applicant, auditor, node-admin: no data
+            raise NoPermission(f"账号{account.username}没有企业前缀")
         if write and account.role not in _WRITE_ROLES:
             raise NoPermission(f"账号{account.username}为只读账号")
         self.node.quotas.charge_request(account.prefix)  # rc 603 when over the day's quota

@@ -206,13 +206,13 @@ async def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        assert version == (2,)
+        assert version == (3,)
     finally:
         conn.close()
 
 
 async def test_migrates_a_v1_store_in_place(tmp_path: Path) -> None:
-    """A store written by the v1 schema (no SNMS tables) opens, keeps its data, becomes v2."""
+    """A store written by the v1 schema (no SNMS tables) opens, keeps its data, becomes v3."""
     path = tmp_path / "v1.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
@@ -234,10 +234,12 @@ async def test_migrates_a_v1_store_in_place(tmp_path: Path) -> None:
     async with SQLiteStore(path) as store:  # reopening a migrated store is a no-op
         assert await store.get_template("88.1", "1.0") == "{}"
         assert (await store.get("88.1/A")) is not None
+        assert await store.list_applications() == []  # v3 tables
+        assert await store.stats_counts() == []
     conn = sqlite3.connect(path)
     try:
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        assert version == (2,)
+        assert version == (3,)
     finally:
         conn.close()
 

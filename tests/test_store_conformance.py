@@ -7,6 +7,8 @@ are in ``store_backends.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,7 +25,16 @@ from protocol.errors import (
     ValuesNotFound,
 )
 from protocol.values import HandleValue, ValueReference
-from registry.store import Account, PutItem, Store
+from registry.store import (
+    Account,
+    Application,
+    ApplicationConflict,
+    ApplicationNotFound,
+    PrefixTaken,
+    PutItem,
+    StatsCount,
+    Store,
+)
 
 TS = 1_700_000_000
 
@@ -39,6 +50,16 @@ RECORD = (ADMIN, url(1, "https://example.com/a"), url(2, "https://example.com/b"
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
 def backend(request: pytest.FixtureRequest) -> Backend:
     return request.param  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def opened_store(backend: Backend, directory: Path) -> AsyncIterator[Store]:
+    s = backend.make(directory)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @pytest.fixture
@@ -533,3 +554,133 @@ async def test_templates_put_get_delete(store: Store) -> None:
     assert await store.get_template("88.100.1", "1.0") is None
     # SNMS data never shows up among handles
     assert await store.count_handles() == 0
+
+
+# -- prefix applications ------------------------------------------------------------
+
+
+def application(applicant: str = "ent1", requested: str | None = None) -> Application:
+    return Application(0, applicant, "Enterprise One", requested, '{"contact":"a@b"}', TS)
+
+
+def approved(app: Application, prefix: str, by: str = "auditor1") -> Application:
+    return dataclasses.replace(
+        app, state="approved", decided_by=by, decided_at=TS + 5, reason="ok", prefix=prefix
+    )
+
+
+async def test_applications_add_get_list(store: Store) -> None:
+    first = await store.add_application(application("ent1"))
+    second = await store.add_application(application("ent2", "88.118.9"))
+    assert first.id != second.id and first.id > 0
+    assert first.state == "pending" and first.prefix is None and first.decided_by is None
+    assert await store.get_application(second.id) == second
+    assert second.requested_prefix == "88.118.9"
+    assert await store.get_application(999_999) is None
+    assert await store.list_applications() == [first, second]
+    assert await store.list_applications(applicant="ent2") == [second]
+    assert await store.list_applications(state="approved") == []
+
+
+async def test_one_pending_application_per_applicant(store: Store) -> None:
+    first = await store.add_application(application("ent1"))
+    with pytest.raises(ApplicationConflict):
+        await store.add_application(application("ent1"))
+    rejected = dataclasses.replace(first, state="rejected", decided_by="a", decided_at=TS,
+                                   reason="incomplete")
+    await store.reject_application(rejected)
+    again = await store.add_application(application("ent1"))  # after a decision: allowed
+    assert again.id > first.id
+
+
+async def test_approve_is_atomic_and_cannot_be_replayed(store: Store) -> None:
+    app = await store.add_application(application("ent1"))
+    account = Account("ent1", "88.118.1", "enterprise", b"hash", 3)
+    records = [PutItem("0.NA/88.118.1", (ADMIN,)), PutItem("88.118.1/ADMIN", (ADMIN,))]
+    done = await store.approve_application(approved(app, "88.118.1"), records, account)
+    assert (done.state, done.prefix, done.decided_by, done.reason) == (
+        "approved", "88.118.1", "auditor1", "ok")
+    assert await store.get_application(app.id) == done
+    assert "88.118.1" in await store.homed_prefixes()
+    assert await store.get("0.NA/88.118.1") == (ADMIN,)
+    assert await store.get_account("ent1") == account
+    with pytest.raises(ApplicationConflict):
+        await store.approve_application(approved(app, "88.118.2"), [], account)
+    with pytest.raises(ApplicationConflict):
+        await store.reject_application(dataclasses.replace(app, state="rejected", reason="x"))
+    assert await store.get_application(app.id) == done
+    assert "88.118.2" not in await store.homed_prefixes()
+
+
+async def test_approve_of_a_taken_prefix_changes_nothing(store: Store) -> None:
+    await store.home_prefix("88.118.1")
+    app = await store.add_application(application("ent1"))
+    account = Account("ent1", "88.118.1", "enterprise", b"hash")
+    records = [PutItem("0.NA/88.118.1", (ADMIN,))]
+    with pytest.raises(PrefixTaken):
+        await store.approve_application(approved(app, "88.118.1"), records, account)
+    # An existing record under the new prefix fails the whole approval too.
+    await store.put("88.118.2/ADMIN", (ADMIN,))
+    records = [PutItem("0.NA/88.118.2", (ADMIN,)), PutItem("88.118.2/ADMIN", (ADMIN,))]
+    with pytest.raises(PrefixTaken):
+        await store.approve_application(approved(app, "88.118.2"), records, account)
+    assert await store.get_application(app.id) == app
+    assert await store.homed_prefixes() == ["88.118.1"]
+    assert await store.get("0.NA/88.118.1") is None and await store.get("0.NA/88.118.2") is None
+    assert await store.get_account("ent1") is None
+
+
+async def test_prefix_allocated_to_one_application_only(store: Store) -> None:
+    a = await store.add_application(application("ent1"))
+    b = await store.add_application(application("ent2"))
+    await store.approve_application(approved(a, "88.118.1"), [], Account("ent1", "88.118.1",
+                                                                         "enterprise", b"h"))
+    await store.unhome_prefix("88.118.1")  # still allocated to application a
+    with pytest.raises(PrefixTaken):
+        await store.approve_application(approved(b, "88.118.1"), [],
+                                        Account("ent2", "88.118.1", "enterprise", b"h"))
+
+
+async def test_decide_unknown_application(store: Store) -> None:
+    ghost = dataclasses.replace(application(), id=424242, state="rejected", reason="x")
+    with pytest.raises(ApplicationNotFound):
+        await store.reject_application(ghost)
+
+
+async def test_applications_survive_reopen(backend: Backend, tmp_path: Path) -> None:
+    async with opened_store(backend, tmp_path) as s:
+        app = await s.add_application(application("ent1"))
+    async with opened_store(backend, tmp_path) as s:
+        assert await s.get_application(app.id) == app
+
+
+# -- reported statistics -----------------------------------------------------------
+
+
+def counts(node: str, *rows: tuple[str, int, int, int]) -> list[StatsCount]:
+    return [StatsCount(node, prefix, start, 60, reg, res) for prefix, start, reg, res in rows]
+
+
+async def test_stats_reports_sum_once_per_report_id(store: Store) -> None:
+    assert await store.add_stats_report("n1", "r1", TS, counts(
+        "n1", ("88.118.1", 0, 2, 10), ("88.118.2", 0, 0, 1)))
+    assert await store.add_stats_report("n1", "r2", TS, counts("n1", ("88.118.1", 0, 1, 5)))
+    assert not await store.add_stats_report("n1", "r1", TS, counts("n1", ("88.118.1", 0, 2, 10)))
+    assert await store.add_stats_report("n2", "r1", TS, counts("n2", ("88.119.1", 60, 7, 0)))
+    assert await store.stats_counts() == [
+        StatsCount("n1", "88.118.1", 0, 60, 3, 15),
+        StatsCount("n1", "88.118.2", 0, 60, 0, 1),
+        StatsCount("n2", "88.119.1", 60, 60, 7, 0),
+    ]
+    assert await store.stats_counts(node="n2") == [StatsCount("n2", "88.119.1", 60, 60, 7, 0)]
+    assert await store.stats_counts(prefix="88.118.2") == [
+        StatsCount("n1", "88.118.2", 0, 60, 0, 1)]
+    assert [c.node for c in await store.stats_counts(since=30)] == ["n2"]
+
+
+async def test_stats_survive_reopen(backend: Backend, tmp_path: Path) -> None:
+    async with opened_store(backend, tmp_path) as s:
+        await s.add_stats_report("n1", "r1", TS, counts("n1", ("88.118.1", 0, 1, 1)))
+    async with opened_store(backend, tmp_path) as s:
+        assert not await s.add_stats_report("n1", "r1", TS, counts("n1", ("88.118.1", 0, 1, 1)))
+        assert await s.stats_counts() == [StatsCount("n1", "88.118.1", 0, 60, 1, 1)]

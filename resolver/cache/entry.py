@@ -25,6 +25,20 @@ class CacheEntry:
     # requests, so an encoding is only ever added, never changed.
     encodings: dict[object, Sized] = field(default_factory=dict)
     size: int = 0
+    # The homed prefix this answer counts for in usage statistics
+    # (resolver.stats), worked out once here so the hot path only adds 1.
+    # "" for "not responsible" answers: they count for no prefix of ours.
+    prefix: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        if self.rc != RC.SERVER_NOT_RESP:
+            self.prefix = usage_prefix(self.key)
+
+
+def usage_prefix(key: str) -> str:
+    """The prefix a handle key counts for: its own, or for ``0.NA/<prefix>`` the one described."""
+    head, _, tail = key.partition("/")
+    return tail if head == "0.NA" and tail else head
 
 
 def record_size(values: tuple[HandleValue, ...] | None) -> int:
