@@ -105,7 +105,6 @@ class ApplicationDesk:
         seal: Callable[[bytes], bytes],
         clock: Callable[[], float] = time.time,
         after_approval: Callable[[str], Awaitable[None]] | None = None,
-        # keys -> dropped from every cache before the answer (resolver.coherence)
         invalidate: Callable[[Collection[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
@@ -220,7 +219,7 @@ class ApplicationDesk:
             raise ApplicationConflict(
                 f"The credentials of application {app.id} were collected already"
             ) from None
-        if self._invalidate is not None:
+        if self._invalidate is not None:  # every worker's cache (resolver.coherence)
             await self._invalidate((key,))
         return admin_identity(app.prefix), secret
 

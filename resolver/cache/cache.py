@@ -120,37 +120,16 @@ class ResolutionCache:
 
     def invalidate(self, key: str) -> None:
         """Forget ``key`` (call after a write commits, before acknowledging it)."""
-        self.forget(key)
-        for listener in self._listeners:
-            listener(key)
-
-    def forget(self, key: str) -> None:
-        """Drop ``key`` and any lookup of it in flight, here only (no listeners)."""
         self._inflight.pop(key, None)
         if key in self._entries:
             self._drop(key)
+        for listener in self._listeners:
+            listener(key)
 
     def clear(self) -> None:
         self._entries.clear()
         self._inflight.clear()
         self.bytes = 0
-
-    # -- lease (a node sharing its store with others) ----------------------
-
-    def trust_until(self, deadline: float) -> None:
-        """Serve entries until ``deadline`` (clock time): this node hears every write till then.
-
-        Lookups started while the cache was not trusted are not kept: a write
-        may have been missed while they ran.
-        """
-        if self._clock() >= self.trusted_until:
-            self._inflight.clear()
-        self.trusted_until = deadline
-
-    def distrust(self) -> None:
-        """Forget everything and serve nothing until ``trust_until`` (writes may be missed)."""
-        self.trusted_until = -math.inf
-        self.clear()
 
     def add_invalidation_listener(self, listener: InvalidationListener) -> None:
         """Called with every invalidated key: the hook to tell other workers/nodes."""
@@ -185,6 +164,23 @@ class ResolutionCache:
 
     def _drop(self, key: str) -> None:
         self.bytes -= self._entries.pop(key).size
+
+    # -- lease (a node sharing its store with others) ----------------------
+
+    def trust_until(self, deadline: float) -> None:
+        """Serve entries until ``deadline`` (clock time): this node hears every write till then.
+
+        Lookups started while the cache was not trusted are not kept: a write
+        may have been missed while they ran.
+        """
+        if self._clock() >= self.trusted_until:
+            self._inflight.clear()
+        self.trusted_until = deadline
+
+    def distrust(self) -> None:
+        """Forget everything and serve nothing until ``trust_until`` (writes may be missed)."""
+        self.trusted_until = -math.inf
+        self.clear()
 
 
 def record_ttl(values: tuple[HandleValue, ...], max_ttl: float, wall: float) -> float:

@@ -35,11 +35,21 @@ nothing extra on the read and one small key per write, kept
 
 - Writes need Redis. While a node cannot reach it, it refuses writes
   (RC 7 / HTTP 503) before touching the store; reads go on from the store.
+  (A writer cut off from Redis cannot tell whether other nodes, still
+  connected, hold the old record in memory or in Redis: acknowledging would
+  break the guarantee under a partial partition.)
   If Redis fails in the middle of a write, the change is stored but the
   client gets RC 3 / HTTP 503 (not acknowledged); the node clears the keys in
   Redis when it is back.
 - A writer waits for a node that stopped answering until its presence lapses
-  (``--redis-lease``, 3 s by default).
+  (``--redis-lease``, 3 s by default). A node left out that way (an event
+  loop stalled past its lease) serves nothing from its cache until it has
+  read the invalidations queued on its subscription and renewed its lease.
+- Offline writes (``idnode import``, ``prefix add``) are not announced: the
+  shared copy may show the old record up to its TTL, as the in-process one does.
+- An L2 hit enters the in-process cache with the record's full TTL, not the
+  time left in Redis: TTLs bound staleness of nothing here (invalidation does),
+  only memory.
 - Time: leases are measured on each node's monotonic clock and presence on
   Redis's clock; a step of Redis's wall clock forward by more than the lease
   margin could let a writer stop waiting too soon.
