@@ -154,6 +154,8 @@ class Node:
 
     async def start(self) -> None:
         await self.store.open()
+        # Peers' messages are acknowledged unapplied until here: harmless,
+        # nothing has been cached yet.
         await self.coherence.start()
         await self.reload_homed()
         await self.reported.load(self.store)
@@ -233,7 +235,8 @@ class Node:
                 log.exception("Could not reload homed prefixes")
 
     async def _prefix_allocated(self, prefix: str) -> None:
-        await self.coherence.reload_homed()  # serve it now (every node), not at the next refresh
+        # Serve it now, not at the next refresh, in every worker.
+        await self.coherence.reload_homed()
 
     async def home_prefix(self, prefix: str, admin_values: list[HandleValue]) -> None:
         """Home ``prefix`` here and write its ``0.NA/`` record (admins of the prefix)."""

@@ -1,9 +1,9 @@
 """The write path shared by every API: authorise, stamp, seal secrets, store, invalidate.
 
 Every method returns only after the store has committed the change and every
-cache (this process's, other nodes': ``resolver.coherence``) has forgotten the
-old record, so a client that reads after its write was acknowledged sees it,
-on any node. Batches invalidate in one message.
+cache (this process's, sibling workers', other nodes': ``resolver.coherence``)
+has forgotten the old record, so a client that reads after its write was
+acknowledged sees it, through any worker. Batches invalidate in one message.
 """
 
 from __future__ import annotations

@@ -41,16 +41,16 @@ class ResolutionCache:
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[CacheEntry]] = {}  # loading tasks
         self._listeners: list[InvalidationListener] = []
-        # Entries are served only before this clock time. Infinite for a lone
-        # node; a node sharing a store lends its cache a lease that lasts as
-        # long as it is sure to hear of other nodes' writes (resolver.redis_tier).
-        self.trusted_until = math.inf
         self.bytes = 0
         self.hits = 0
         self.misses = 0
         self.coalesced = 0
         self.evictions = 0
         self.expirations = 0
+        # Entries are served only before this clock time. Infinite for a lone
+        # node; a node sharing a store lends its cache a lease that lasts as
+        # long as it is sure to hear of other nodes' writes (resolver.redis_tier).
+        self.trusted_until = math.inf
 
     def __len__(self) -> int:
         return len(self._entries)
