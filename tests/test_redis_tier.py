@@ -24,7 +24,7 @@ from resolver.server import RunningNode
 
 __all__ = ["private_redis", "shared_redis"]  # fixtures
 
-LEASE = 0.6  # short, so tests of silent nodes and outages run quickly
+LEASE = 1.2  # short for quick outage tests, long enough not to flap on a loaded CI
 JSON = {"Content-Type": "application/json"}
 
 
