@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     log = out_dir / "node.log"
     node_argv = pinned(SERVER_CPU, idnode("serve", "--store", str(preloaded.path),
                                           "--port", str(http_port), "--handle-port", "0",
-                                          "--cache-size", "1G"))
+                                          "--cache-size", "1G", "--workers", "1"))
     summary: dict[str, Any] = {
         "benchmark": "binary", "started": stamp, "preload": args.preload, "hot_set": len(hot),
         "seconds": args.seconds, "repetitions": args.repetitions, "window": args.window,

@@ -116,7 +116,8 @@ def main() -> None:
     }
     with listening(pinned(SERVER_CPU, idnode("serve", "--store", str(store), "--port",
                                            str(node_port), "--handle-port", "0",
-                                           "--cache-size", "1G")), node_port):
+                                           "--cache-size", "1G", "--workers", "1")),
+                   node_port):
         asyncio.run(warm(node_url, hot))
         status_hot, body_hot = asyncio.run(fetch("GET", f"{node_url}/api/handles/{hot[0]}"))
         status_404, body_404 = asyncio.run(fetch("GET", f"{node_url}/api/handles/{missing[0]}"))

@@ -826,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = work / "node.log"
     h = handles_for(PREFIX)
     argv_node = idnode("serve", "--store", str(store), "--port", str(http_port),
-                       "--handle-port", "0")
+                       "--handle-port", "0", "--workers", "1")
     with listening(argv_node, http_port, log) as node:
         found = None
         while found is None:

@@ -179,8 +179,11 @@ def main() -> None:
     store = prepare_store(work, args.preload).path
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # RSS is read from the node's pid: one process unless --node-arg asks for workers.
+    asked = any(a.startswith("--workers") for a in args.node_arg)
+    workers = [] if asked else ["--workers", "1"]
     argv = idnode("serve", "--store", str(store), "--port", str(port), "--handle-port", "0",
-                  *args.node_arg)
+                  *args.node_arg, *workers)
     summary: dict[str, object] = {"benchmark": "soak", "started": stamp, **vars(args)}
     summary["output"] = str(args.output)
     with listening(pinned(SERVER_CPU, argv), port, out_dir / "node.log") as node:

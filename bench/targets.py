@@ -32,6 +32,12 @@ class Target:
     handle_port: int | None = None  # binary Handle protocol (UDP+TCP), for binary scenarios
 
 
+def _one_worker_unless_asked(extra_args: list[str]) -> list[str]:
+    # The node's CPU time is read from its pid: one process unless asked.
+    asked = any(a.startswith("--workers") for a in extra_args)
+    return extra_args if asked else [*extra_args, "--workers", "1"]
+
+
 @contextmanager
 def node(store: PreloadedStore, log: Path, cpu: int | None,
          extra_args: list[str]) -> Iterator[Target]:
@@ -42,7 +48,7 @@ def node(store: PreloadedStore, log: Path, cpu: int | None,
     handle_port = free_udp_tcp_port()
     argv = pinned(cpu, idnode("serve", "--store", str(store.path), "--port", str(port),
                               "--handle-port", str(handle_port), "--log-level", "WARNING",
-                              *extra_args))
+                              *_one_worker_unless_asked(extra_args)))
     with listening(argv, port, log) as proc:
         wait_for_port(proc, handle_port, log)  # it opens after HTTP
         yield Target("idnode", f"http://127.0.0.1:{port}", proc.pid, handle_port)

@@ -122,6 +122,14 @@ _UPSERT_MULTI: Final = (
     + " ON CONFLICT(key) DO UPDATE SET record = excluded.record"
 )
 
+# Nodes poll this counter to notice writes of processes that do not tell
+# their caches (resolver.coherence): one row, bumped once per transaction.
+_COUNT_UNANNOUNCED: Final = (
+    "INSERT INTO meta(key, value) VALUES ('unannounced_writes', 1)"
+    " ON CONFLICT(key) DO UPDATE SET value = value + 1"
+)
+_UNANNOUNCED: Final = "SELECT value FROM meta WHERE key = 'unannounced_writes'"
+
 _SYNCHRONOUS: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
 _SCAN_PAGE: Final = 500  # rows per iter_records page
 _IN_LIMIT: Final = 500  # keys per "key IN (...)" existence probe
@@ -196,6 +204,9 @@ class SQLiteStore(Store):
     ``max_pending`` bounds queued operations, beyond which writers wait
     (backpressure) instead of growing the queue. ``cache_mb`` and ``mmap_mb``
     are per connection; ``scan_threads`` run list/count/iter_records.
+    ``announces_writes``: the caller tells every cache of its writes itself
+    (a node does, through ``resolver.coherence``); otherwise each write
+    transaction also bumps the ``unannounced_writes`` counter that nodes poll.
     """
 
     def __init__(
@@ -210,6 +221,7 @@ class SQLiteStore(Store):
         mmap_mb: int = 0,
         busy_timeout: float = 5.0,
         scan_threads: int = 2,
+        announces_writes: bool = False,
     ) -> None:
         synchronous = synchronous.upper()
         if synchronous not in _SYNCHRONOUS:
@@ -227,6 +239,7 @@ class SQLiteStore(Store):
         self._mmap_bytes = mmap_mb * 1024 * 1024
         self._busy_ms = int(busy_timeout * 1000)
         self._scan_threads = scan_threads
+        self._announces_writes = announces_writes
 
         self._state = "new"  # new → open → closing → closed
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -350,6 +363,13 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise _map_sqlite_error(exc) from exc
         return None if row is None else _decode_stored(key, row[0])
+
+    async def unannounced_writes(self) -> int | None:
+        self._check_open()
+        assert self._reader is not None
+        with _mapped_errors():
+            row = self._reader.execute(_UNANNOUNCED).fetchone()
+        return 0 if row is None else int(row[0])
 
     async def homed_prefixes(self) -> list[str]:
         self._check_open()
@@ -686,6 +706,8 @@ class SQLiteStore(Store):
                 else:
                     conn.execute("RELEASE op")
                     outcomes.append((op.future, result, None))
+            if not self._announces_writes:
+                conn.execute(_COUNT_UNANNOUNCED)  # once per transaction, not per write
             conn.execute("COMMIT")
         except (sqlite3.Error, _TransactionLost) as exc:
             # Nothing of this batch is committed: every caller gets the error.

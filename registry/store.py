@@ -284,3 +284,16 @@ class Store(ABC):
         self, *, node: str | None = None, prefix: str | None = None, since: int | None = None
     ) -> list[StatsCount]:
         """Summed counts per (node, prefix, interval), filtered, sorted by those."""
+
+    # -- coherence backstop (resolver.coherence) ------------------------------
+
+    async def unannounced_writes(self) -> int | None:
+        """A counter that grows with every write made without telling the nodes' caches.
+
+        Writers that announce their writes themselves (a node, through
+        ``resolver.coherence``) do not count; offline tools (``idnode import``,
+        ``prefix add``, ...) do. Nodes poll it and drop their caches when it
+        moves. None: this backend does not count (its nodes must be told
+        another way).
+        """
+        return None

@@ -1,7 +1,7 @@
 """``idnode``: run a node, administer its store, and talk to a node as a client.
 
     idnode init     --store PATH --prefix 88.100.1 [--admin-secret S]
-    idnode serve    --store PATH [--host H] [--port 8000] [--cache-size BYTES] ...
+    idnode serve    --store PATH [--host H] [--port 8000] [--workers N] [--cache-size BYTES] ...
     idnode resolve  HANDLE [--server URL] [--type T] [--index N]
     idnode trace    HANDLE [--server URL] [--max-depth N] [--json]
     idnode register HANDLE (--value TYPE=DATA ... | --json FILE) --auth 300:P/ADMIN [--secret S]
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="binary Handle protocol port, UDP and TCP (0 = any free port)")
     p.add_argument("--no-handle-protocol", action="store_true",
                    help="serve only HTTP, no binary Handle protocol")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes sharing the ports (default: one per core; "
+                        "1 = a single process, no supervisor)")
     p.add_argument("--role", choices=ROLES, default="secondary")
     p.add_argument("--cache-size", type=_size, default=_DEFAULTS.cache_bytes,
                    help="cache bound in bytes (256M, 1G...)")
@@ -271,26 +274,31 @@ def _run(args: argparse.Namespace) -> int:
     command = args.command
     if command == "serve":
         from resolver.server import run
+        from resolver.workers import default_workers, supervise
 
-        run(
-            NodeConfig(
-                store=args.store, host=args.host, port=args.port, role=args.role,
-                handle_port=None if args.no_handle_protocol else args.handle_port,
-                cache_bytes=args.cache_size, cache_max_ttl=args.cache_max_ttl,
-                cache_negative_ttl=args.cache_negative_ttl, case_sensitive=args.case_sensitive,
-                access_log=args.access_log, idle_timeout=args.idle_timeout,
-                log_level=args.log_level,
-                tls_cert=args.tls_cert, tls_key=args.tls_key,
-                allow_insecure_auth=args.allow_insecure_auth,
-                server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
-                quotas=tuple(args.quota), redis=args.redis, redis_prefix=args.redis_prefix,
-                redis_timeout=args.redis_timeout, redis_lease=args.redis_lease,
-                enterprise_parent=args.enterprise_parent,
-                stats_upstream=args.stats_upstream, stats_interval=args.stats_interval,
-                stats_identity=args.stats_identity, stats_secret=_stats_secret(args),
-                stats_spool=args.stats_spool, stats_max_reports=args.stats_max_reports,
-            )
+        workers = default_workers() if args.workers is None else args.workers
+        if workers < 1:
+            raise admin_tasks.CommandError("--workers must be at least 1")
+        config = NodeConfig(
+            store=args.store, host=args.host, port=args.port, role=args.role,
+            handle_port=None if args.no_handle_protocol else args.handle_port,
+            cache_bytes=args.cache_size, cache_max_ttl=args.cache_max_ttl,
+            cache_negative_ttl=args.cache_negative_ttl, case_sensitive=args.case_sensitive,
+            access_log=args.access_log, idle_timeout=args.idle_timeout,
+            log_level=args.log_level,
+            tls_cert=args.tls_cert, tls_key=args.tls_key,
+            allow_insecure_auth=args.allow_insecure_auth,
+            server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
+            quotas=tuple(args.quota), redis=args.redis, redis_prefix=args.redis_prefix,
+            redis_timeout=args.redis_timeout, redis_lease=args.redis_lease,
+            enterprise_parent=args.enterprise_parent,
+            stats_upstream=args.stats_upstream, stats_interval=args.stats_interval,
+            stats_identity=args.stats_identity, stats_secret=_stats_secret(args),
+            stats_spool=args.stats_spool, stats_max_reports=args.stats_max_reports,
         )
+        if workers > 1:
+            return supervise(config, workers)
+        run(config)
         return 0
     if command == "init":
         return asyncio.run(

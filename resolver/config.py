@@ -55,6 +55,10 @@ class NodeConfig:
     stats_secret: str | None = None
     stats_spool: str | None = None
     stats_max_reports: int = 1440
+    # Set by ``idnode serve --workers N`` (resolver.workers) in each worker:
+    # its slot, and SO_REUSEPORT so the workers share the ports.
+    worker_slot: int | None = None
+    reuse_port: bool = False
 
     @property
     def tls(self) -> bool:

@@ -248,17 +248,23 @@ PORT_ATTEMPTS = 20
 
 
 async def start_handle_servers(
-    node: Node, service: HandleService, host: str, port: int
+    node: Node, service: HandleService, host: str, port: int, *, reuse_port: bool = False
 ) -> tuple[asyncio.DatagramTransport, asyncio.Server]:
-    """UDP and TCP on one port; port 0 picks one free for both (retrying if TCP's is taken)."""
+    """UDP and TCP on one port; port 0 picks one free for both (retrying if TCP's is taken).
+
+    ``reuse_port``: SO_REUSEPORT, so the workers of one node share the port.
+    """
+    reuse = reuse_port or None
     loop = asyncio.get_running_loop()
     for attempt in range(PORT_ATTEMPTS if port == 0 else 1):
         udp, _ = await loop.create_datagram_endpoint(
-            lambda: UdpServer(node, service), local_addr=(host, port)
+            lambda: UdpServer(node, service), local_addr=(host, port), reuse_port=reuse
         )
         bound_port = udp.get_extra_info("sockname")[1]
         try:
-            tcp = await loop.create_server(lambda: TcpServer(node, service), host, bound_port)
+            tcp = await loop.create_server(
+                lambda: TcpServer(node, service), host, bound_port, reuse_port=reuse
+            )
         except OSError:
             udp.close()
             if port != 0 or attempt == PORT_ATTEMPTS - 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -57,6 +58,12 @@ class HttpFrontend:
                                   node.authenticator.throttle)
         # Pre-built replies skip aiohttp's response object, and so its access log.
         self._raw_replies = not node.config.access_log
+        # Which worker answered, when there are several (tests, operators).
+        slot = node.config.worker_slot
+        self._health = (
+            b'{"status":"ok"}' if slot is None
+            else b'{"status":"ok","worker":%d,"pid":%d}' % (slot, os.getpid())
+        )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         start = time.perf_counter()
@@ -186,11 +193,13 @@ class HttpFrontend:
         return web.json_response(info)
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
-        body = generate_latest(self.node.registry)
+        if self.node.before_scrape is not None:
+            await self.node.before_scrape()
+        body = generate_latest(self.node.metrics_view)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.BaseRequest) -> web.Response:
-        return json_bytes(b'{"status":"ok"}')
+        return json_bytes(self._health)
 
     async def readyz(self, request: web.BaseRequest) -> web.Response:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -27,7 +27,7 @@ from registry.store import Store
 from resolver.applications import ApplicationDesk
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
-from resolver.coherence import Coherence, Peers
+from resolver.coherence import Coherence, ExternalWritesWatch, Peers
 from resolver.config import NodeConfig
 from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
 from resolver.quotas import QuotaBook, parse_quota
@@ -50,7 +50,9 @@ def open_store(config: NodeConfig) -> Store:
     """The backend named by ``--store``: a file path means the embedded SQLite store."""
     if "://" in config.store:
         raise ValueError(f"Unsupported store URL {config.store!r}: give a file path")
-    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous)
+    # The node tells every cache of its writes (resolver.coherence), so they
+    # do not count as unannounced.
+    return SQLiteStore(config.store, synchronous=config.sqlite_synchronous, announces_writes=True)
 
 
 def _redis_tier(url: str, config: NodeConfig, cache: ResolutionCache) -> RedisTier:
@@ -69,6 +71,10 @@ def stats_reporter(config: NodeConfig, usage: UsageCounter) -> StatsReporter:
     spool_dir = config.stats_spool
     if spool_dir is None and "://" not in config.store:
         spool_dir = config.store + ".stats-spool"
+    if spool_dir is not None and config.worker_slot is not None:
+        # Each worker counts and reports its own share (the top-level sums
+        # reports); one spool each, so no two deliver or delete the same file.
+        spool_dir = str(Path(spool_dir) / f"worker-{config.worker_slot}")
     authorization = None
     node_name = ""
     if config.stats_identity:
@@ -99,16 +105,17 @@ class Node:
             max_ttl=config.cache_max_ttl,
             negative_ttl=config.cache_negative_ttl,
         )
-        self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
         # Other nodes sharing a Redis: an L2 cache behind ours, and a peer tier.
         self.redis = (
             _redis_tier(config.redis, config, self.cache) if config.redis else None
         )
         self._load = self._timed_lookup if self.redis is None else self._shared_lookup
-        # Writes reach every cache before they are acknowledged: other nodes'
-        # (and sibling workers') through ``peers``.
+        # Writes reach every cache before they are acknowledged: sibling
+        # workers and other nodes through ``peers`` (and Redis).
         tiers = [*peers, self.redis] if self.redis is not None else list(peers)
         self.coherence = Coherence(self.cache, self.reload_homed, tiers)
+        self.external_writes = ExternalWritesWatch(self.store, self.cache, self.reload_homed)
+        self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
         # HS_SECKEY values are kept hashed (HTTP Basic) and sealed under this
@@ -145,6 +152,10 @@ class Node:
             invalidate=self.coherence.invalidate,
         )
         self.registry = CollectorRegistry()
+        # What /metrics renders, after awaiting ``before_scrape``: this
+        # process's registry, or the whole node's (resolver.worker_metrics).
+        self.metrics_view = self.registry
+        self.before_scrape: Callable[[], Awaitable[None]] | None = None
         self.requests = RequestMetrics()
         self.store_latency = store_latency(self.registry)
         self._register_metrics()
@@ -159,6 +170,7 @@ class Node:
         await self.coherence.start()
         await self.reload_homed()
         await self.reported.load(self.store)
+        await self.external_writes.start()
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
         if self.config.stats_upstream:
             self.reporter = stats_reporter(self.config, self.usage)
@@ -169,6 +181,7 @@ class Node:
             self._refresher.cancel()
         if self.reporter is not None:
             await self.reporter.stop()
+        await self.external_writes.stop()
         await self.coherence.stop()
         await self.store.close()
 
@@ -219,6 +232,7 @@ class Node:
     # -- prefixes ----------------------------------------------------------
 
     async def reload_homed(self) -> None:
+        """Re-read the homed prefixes (this process only; ``coherence.reload_homed`` tells all)."""
         current = set(await self.store.homed_prefixes())
         if current != self.homed:
             self.homed.clear()

@@ -45,7 +45,8 @@ class RunningNode:
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self.config.host, self.config.port, ssl_context=self._ssl_context()
+            self._runner, self.config.host, self.config.port, ssl_context=self._ssl_context(),
+            reuse_port=self.config.reuse_port or None,
         )
         await site.start()
         if self._runner.addresses:  # the real port when port 0 was asked
@@ -66,7 +67,8 @@ class RunningNode:
                          tls=self.config.tls)
         service = HandleService(self.node, site, self.node.sealer.unseal)
         self._udp, self._tcp = await start_handle_servers(
-            self.node, service, self.config.host, self.config.handle_port
+            self.node, service, self.config.host, self.config.handle_port,
+            reuse_port=self.config.reuse_port,
         )
         self.handle_port = self._udp.get_extra_info("sockname")[1]
         if not self.config.handle_port:  # asked for any port: describe the real one

@@ -65,6 +65,8 @@ class ServerProcess:
         args = _cli("serve", "--store", str(self.store), "--host", "127.0.0.1",
                     "--port", str(self.port), "--handle-port", "0", "--log-level", "WARNING",
                     *self.extra_args)
+        if "--workers" not in self.extra_args:
+            args += ["--workers", "1"]  # one process unless the test asks for more
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=log, stderr=log)
         self._wait_healthy()

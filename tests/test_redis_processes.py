@@ -42,11 +42,14 @@ async def read(session: aiohttp.ClientSession, node: ServerProcess, handle: str)
         return 200, next(v["data"]["value"] for v in values if v["type"] == "URL")
 
 
-async def test_three_nodes_read_their_writes(tmp_path: Path, shared_redis):
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_three_nodes_read_their_writes(tmp_path: Path, shared_redis, workers: int):
+    """With ``--workers 2`` each worker is a member of its own (six in all)."""
     redis_url, prefix = shared_redis
     store = tmp_path / "shared.db"
     await asyncio.to_thread(init_store, store, PREFIX, SECRET)
-    flags = ("--redis", redis_url, "--redis-prefix", prefix, "--redis-timeout", "0.1")
+    flags = ("--redis", redis_url, "--redis-prefix", prefix, "--redis-timeout", "0.1",
+             "--workers", str(workers))
     nodes = [ServerProcess(store, *flags) for _ in range(3)]
     try:
         for node in nodes:

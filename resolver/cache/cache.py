@@ -16,7 +16,6 @@ from resolver.cache.entry import CacheEntry, record_size
 # What a lookup behind the cache answers: a response code and, on success, the values.
 Resolution = tuple[RC, tuple[HandleValue, ...] | None]
 Loader = Callable[[], Awaitable[Resolution]]
-InvalidationListener = Callable[[str], None]
 T = TypeVar("T", bound=Sized)
 
 # Encodings kept per entry (one per spelling of the handle a reply echoes, etc.).
@@ -40,7 +39,6 @@ class ResolutionCache:
         self._wall_clock = wall_clock  # absolute value TTLs are Unix times
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[CacheEntry]] = {}  # loading tasks
-        self._listeners: list[InvalidationListener] = []
         self.bytes = 0
         self.hits = 0
         self.misses = 0
@@ -119,21 +117,15 @@ class ResolutionCache:
     # -- writing -----------------------------------------------------------
 
     def invalidate(self, key: str) -> None:
-        """Forget ``key`` (call after a write commits, before acknowledging it)."""
+        """Forget ``key`` here (``resolver.coherence`` calls it in every worker and node)."""
         self._inflight.pop(key, None)
         if key in self._entries:
             self._drop(key)
-        for listener in self._listeners:
-            listener(key)
 
     def clear(self) -> None:
         self._entries.clear()
         self._inflight.clear()
         self.bytes = 0
-
-    def add_invalidation_listener(self, listener: InvalidationListener) -> None:
-        """Called with every invalidated key: the hook to tell other workers/nodes."""
-        self._listeners.append(listener)
 
     # -- internals ---------------------------------------------------------
 
