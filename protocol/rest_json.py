@@ -256,6 +256,15 @@ def resolve_reply(handle_text: str, values: tuple[HandleValue, ...] | list[Handl
     )
 
 
+def referral_reply(
+    rc: int, handle_text: str, values: tuple[HandleValue, ...] | list[HandleValue]
+) -> bytes:
+    """RC 302/303: the referral's values (HS_SITE / HS_SITE.PREFIX / HS_SERV) in the
+    resolution reply's shape, so a client reads the sites to ask next."""
+    encoded = [value_to_json(v) for v in values]
+    return _dumps({"responseCode": int(rc), "handle": handle_text, "values": encoded})
+
+
 def values_not_found_reply(handle_text: str) -> bytes:
     """RC 200 on resolution: ``values`` comes before ``handle``, as Handle.Net writes it."""
     return _dumps({"responseCode": int(RC.VALUES_NOT_FOUND), "values": [], "handle": handle_text})

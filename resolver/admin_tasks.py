@@ -19,6 +19,7 @@ from protocol.values import (
     HS_SECKEY,
     HS_VLIST,
     SECRET_PERMS,
+    AdminPerm,
     AdminRecord,
     HandleValue,
     ValueReference,
@@ -112,6 +113,45 @@ async def prefix_add(store_path: str, prefix_text: str, admin: str | None) -> in
         if identity is not None:
             await store.put(prefix_handle(prefix), prefix_record(identity.handle, identity.index))
     print(f"{prefix} {'homed' if new else 'was already homed'}")
+    return 0
+
+
+# What a secondary may do to its own 0.NA/<prefix> record at the top-level:
+# write its site values, never its admins, never delete the record.
+DELEGATE_PERMS = (AdminPerm.ADD_VALUE | AdminPerm.MODIFY_VALUE | AdminPerm.REMOVE_VALUE
+                  | AdminPerm.READ_VALUE)
+
+
+async def delegate(store_path: str, prefix_text: str, secret: str | None) -> int:
+    """At a top-level: register the secondary that will serve ``prefix``.
+
+    ``0.NA/<prefix>`` gets an HS_ADMIN letting ``300:0.NA/<prefix>`` write its
+    values (the secondary's HS_SITE, resolver.homing) and that identity's
+    HS_SECKEY; values already there stay (a record made by ``reporter add``
+    gets the admin, and the new secret serves statistics reports too).
+    """
+    try:
+        prefix = parse_prefix(prefix_text)
+    except HandleError as exc:
+        raise CommandError(exc.message) from None
+    identity = prefix_handle(prefix)
+    generated = secret is None
+    secret = secret or generate_secret()
+    values = [
+        HandleValue(HS_ADMIN_INDEX, HS_ADMIN,
+                    encode_admin(AdminRecord(identity, ADMIN_INDEX, DELEGATE_PERMS))),
+        HandleValue(ADMIN_INDEX, HS_SECKEY, sealer_for(store_path).seal(secret.encode()),
+                    permissions=SECRET_PERMS),
+    ]
+    async with opened(store_path) as store:
+        if await store.get(identity) is None:
+            await store.put(identity, values)
+        else:
+            await store.add_values(identity, values, overwrite=True)
+    print(f"Delegated {prefix}: the secondary serving it homes (and reports statistics) with")
+    print(f"  --home-auth {ADMIN_INDEX}:{identity}   (also its --stats-identity)")
+    if generated:
+        print(f"  --home-secret {secret}   (shown once; it is stored hashed)")
     return 0
 
 

@@ -7,6 +7,9 @@
     idnode register HANDLE (--value TYPE=DATA ... | --json FILE) --auth 300:P/ADMIN [--secret S]
     idnode delete   HANDLE [--index N] --auth 300:P/ADMIN [--secret S]
     idnode prefix   add|list ...
+    idnode delegate PREFIX --store PATH [--secret S]   (top-level: register a secondary)
+    idnode unhome   --home-at URL --home-auth 300:0.NA/P [--home-secret S]  (secondary moved away)
+    idnode simulate [--secondaries N] [--enterprises E] [--ids-per-enterprise K] [--seed S]
     idnode account add USERNAME --prefix 88.100.1 [--password P] | revoke USERNAME
     idnode application list|approve ID --parent 88.118|reject ID --reason R
     idnode import   --store PATH FILE.jsonl      idnode export --store PATH [--prefix P]
@@ -86,15 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
                    help="SQLite durability: NORMAL survives a process crash, FULL power loss")
-    p.add_argument("--redis", metavar="URL",
-                   help="redis://host:port/db: shared cache and invalidations between nodes "
-                        "(needs the redis extra)")
-    p.add_argument("--redis-prefix", default=_DEFAULTS.redis_prefix,
-                   help="namespace of every Redis key and channel (one per deployment)")
-    p.add_argument("--redis-timeout", type=float, default=_DEFAULTS.redis_timeout,
-                   help="seconds a Redis read may take before the store is asked instead")
-    p.add_argument("--redis-lease", type=float, default=_DEFAULTS.redis_lease,
-                   help="seconds a node that stops answering delays writes elsewhere")
+    r = p.add_argument_group("recursive role")
+    r.add_argument("--top-level", action="append", default=[], metavar="HOST:PORT",
+                   help="binary Handle endpoint of the top-level node (repeatable)")
+    r.add_argument("--upstream-timeout", type=float, default=_DEFAULTS.upstream_timeout,
+                   help="seconds to wait for an upstream server")
+    r.add_argument("--stale-window", type=float, default=_DEFAULTS.stale_window,
+                   help="seconds past expiry an answer may be served while its upstream is down")
+    h = p.add_argument_group("secondary role: homing at the top-level")
+    h.add_argument("--home-at", metavar="URL", help="the top-level's HTTP(S) base URL")
+    h.add_argument("--home-auth", metavar="300:0.NA/PREFIX",
+                   help="identity the top-level registered for this node (idnode delegate)")
+    h.add_argument("--home-secret", default=os.environ.get("IDNODE_HOME_SECRET"),
+                   help="its secret (or $IDNODE_HOME_SECRET)")
+    h.add_argument("--home-refresh", type=float, default=_DEFAULTS.home_refresh,
+                   help="seconds between re-writes of this node's site")
+    rd = p.add_argument_group("several nodes: shared cache and invalidations (Redis)")
+    rd.add_argument("--redis", metavar="URL",
+                    help="redis://host:port/db: shared cache and invalidations between nodes "
+                         "(needs the redis extra)")
+    rd.add_argument("--redis-prefix", default=_DEFAULTS.redis_prefix,
+                    help="namespace of every Redis key and channel (one per deployment)")
+    rd.add_argument("--redis-timeout", type=float, default=_DEFAULTS.redis_timeout,
+                    help="seconds a Redis read may take before the store is asked instead")
+    rd.add_argument("--redis-lease", type=float, default=_DEFAULTS.redis_lease,
+                    help="seconds a node that stops answering delays writes elsewhere")
     p.add_argument("--stats-upstream", metavar="URL",
                    help="send usage statistics to this (top-level) node, e.g. https://tl:8000")
     p.add_argument("--stats-interval", type=float, default=_DEFAULTS.stats_interval,
@@ -157,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--admin", help="index:handle administering the prefix")
     pl = psub.add_parser("list", help="list homed prefixes")
     pl.add_argument("--store", default=str(DEFAULT_STORE))
+
+    p = sub.add_parser("delegate", help="top-level: register the secondary serving a prefix")
+    p.add_argument("prefix", help="industry prefix, e.g. 88.118")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--secret", help="the secondary's secret (generated if omitted)")
+
+    p = sub.add_parser("unhome", help="remove a secondary's site from the top-level's "
+                                      "0.NA/<prefix> record")
+    p.add_argument("--home-at", required=True, metavar="URL", help="the top-level's base URL")
+    p.add_argument("--home-auth", required=True, metavar="300:0.NA/PREFIX")
+    p.add_argument("--home-secret", default=os.environ.get("IDNODE_HOME_SECRET"),
+                   help="its secret (or $IDNODE_HOME_SECRET)")
+
+    p = sub.add_parser("simulate", help="run a whole hierarchy on loopback (top-level, "
+                                        "secondaries, recursive) with generated enterprises")
+    from resolver.simulate import add_arguments
+
+    add_arguments(p)
 
     p = sub.add_parser("account", help="SNMS application identities (token logins)")
     asub = p.add_subparsers(dest="account_command", required=True)
@@ -270,15 +307,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+async def _unhome(args: argparse.Namespace) -> int:
+    from protocol.errors import HandleError
+    from resolver.auth import Identity
+    from resolver.homing import Homing, HomingError
+
+    if not args.home_secret:
+        raise admin_tasks.CommandError("--home-secret (or $IDNODE_HOME_SECRET) is required")
+    try:
+        homing = Homing(args.home_at, Identity.parse(args.home_auth), args.home_secret)
+        await homing.unhome()
+    except (ValueError, HandleError, HomingError) as exc:
+        raise admin_tasks.CommandError(str(exc)) from None
+    print(f"{homing.prefix}: site removed from {homing.record_url}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     command = args.command
     if command == "serve":
         from resolver.server import run
+        from resolver.upstream import parse_endpoint
         from resolver.workers import default_workers, supervise
 
         workers = default_workers() if args.workers is None else args.workers
         if workers < 1:
             raise admin_tasks.CommandError("--workers must be at least 1")
+        if args.role == "recursive" and not args.top_level:
+            raise admin_tasks.CommandError("--role recursive needs --top-level HOST:PORT")
+        try:
+            for endpoint in args.top_level:
+                parse_endpoint(endpoint)
+        except ValueError as exc:
+            raise admin_tasks.CommandError(str(exc)) from None
+        if args.home_at and not (args.home_auth and args.home_secret):
+            raise admin_tasks.CommandError("--home-at needs --home-auth and --home-secret")
         config = NodeConfig(
             store=args.store, host=args.host, port=args.port, role=args.role,
             handle_port=None if args.no_handle_protocol else args.handle_port,
@@ -289,9 +352,12 @@ def _run(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert, tls_key=args.tls_key,
             allow_insecure_auth=args.allow_insecure_auth,
             server_admins=tuple(args.server_admin), sqlite_synchronous=args.sync,
-            quotas=tuple(args.quota), redis=args.redis, redis_prefix=args.redis_prefix,
+            quotas=tuple(args.quota), top_level=tuple(args.top_level),
+            upstream_timeout=args.upstream_timeout, stale_window=args.stale_window,
+            home_at=args.home_at, home_auth=args.home_auth, home_secret=args.home_secret,
+            home_refresh=args.home_refresh, enterprise_parent=args.enterprise_parent,
+            redis=args.redis, redis_prefix=args.redis_prefix,
             redis_timeout=args.redis_timeout, redis_lease=args.redis_lease,
-            enterprise_parent=args.enterprise_parent,
             stats_upstream=args.stats_upstream, stats_interval=args.stats_interval,
             stats_identity=args.stats_identity, stats_secret=_stats_secret(args),
             stats_spool=args.stats_spool, stats_max_reports=args.stats_max_reports,
@@ -300,6 +366,14 @@ def _run(args: argparse.Namespace) -> int:
             return supervise(config, workers)
         run(config)
         return 0
+    if command == "delegate":
+        return asyncio.run(admin_tasks.delegate(args.store, args.prefix, args.secret))
+    if command == "unhome":
+        return asyncio.run(_unhome(args))
+    if command == "simulate":
+        from resolver.simulate import simulate
+
+        return simulate(args)
     if command == "init":
         return asyncio.run(
             admin_tasks.init(args.store, args.prefix, args.admin_secret, args.if_new)

@@ -60,6 +60,20 @@ class NodeConfig:
     worker_slot: int | None = None
     reuse_port: bool = False
 
+    # Recursive role: the top-level's binary Handle endpoints ("host:port"),
+    # how long to wait for an upstream, and how long past expiry an answer
+    # may be served when its upstream is down.
+    top_level: tuple[str, ...] = field(default=())
+    upstream_timeout: float = 2.0
+    stale_window: float = 300.0
+    # Secondary role: keep this node's site in the top-level's 0.NA/<prefix>
+    # record (resolver.homing). URL of the top-level's REST API, the identity
+    # "300:0.NA/<prefix>" it registered for this node, and its secret.
+    home_at: str | None = None
+    home_auth: str | None = None
+    home_secret: str | None = None
+    home_refresh: float = 300.0
+
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert and self.tls_key)

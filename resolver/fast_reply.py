@@ -20,7 +20,8 @@ from typing import Final
 
 from aiohttp import web
 
-_REASONS: Final = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}
+_REASONS: Final = {200: b"OK", 300: b"Multiple Choices", 400: b"Bad Request",
+                   404: b"Not Found"}
 _date_second = 0
 _date_line = b""
 
@@ -35,26 +36,33 @@ def date_line() -> bytes:
     return _date_line
 
 
-def encode_head(status: int, content_type: str, body_length: int) -> bytes:
+def encode_head(
+    status: int, content_type: str, body_length: int, extra_headers: dict[str, str] | None = None
+) -> bytes:
     """Status line and fixed headers; the Date line and blank line follow per request."""
     reason = _REASONS.get(status, b"")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (extra_headers or {}).items()).encode()
     return (
-        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nServer: idnode\r\n"
-        % (status, reason, content_type.encode(), body_length)
+        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nServer: idnode\r\n%s"
+        % (status, reason, content_type.encode(), body_length, extra)
     )
 
 
 class PreEncodedResponse:
     """Quacks like the ``StreamResponse`` aiohttp's request handler finishes."""
 
-    __slots__ = ("_head", "body", "status")
+    __slots__ = ("_head", "body", "headers", "status")
     keep_alive = True
     __http_exception__ = False
 
-    def __init__(self, body: bytes, status: int, content_type: str) -> None:
-        self._head = encode_head(status, content_type, len(body))
+    def __init__(
+        self, body: bytes, status: int, content_type: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        self._head = encode_head(status, content_type, len(body), extra_headers)
         self.body = body
         self.status = status
+        self.headers = extra_headers or {}  # beyond Content-Type (for the slow path)
 
     def __len__(self) -> int:
         """Bytes it holds (what a cache charges for keeping it)."""

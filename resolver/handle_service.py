@@ -33,9 +33,11 @@ from protocol.handle_wire import (
     Envelope,
     ErrorBody,
     HandleBody,
+    HandleListBody,
     IndexesBody,
     Message,
     OpCode,
+    ReferralBody,
     ResolutionRequest,
     SiteInfoReply,
     ValuesBody,
@@ -48,6 +50,7 @@ from protocol.handle_wire import (
     unknown_opcode_error,
     verify_secret_key_answer,
 )
+from protocol.identifier import PREFIX_NA, parse_prefix, prefix_handle
 from protocol.site_info import SiteInfo
 from protocol.values import HS_SECKEY, HandleValue, filter_values
 from resolver.auth import Identity
@@ -65,8 +68,11 @@ NOT_HOMED = "That prefix doesn't live here"
 _KNOWN_OPCODES = frozenset(int(op) for op in OpCode)
 ADMIN_OPS = frozenset(
     {OpCode.CREATE_HANDLE, OpCode.DELETE_HANDLE, OpCode.ADD_VALUE, OpCode.REMOVE_VALUE,
-     OpCode.MODIFY_VALUE}
+     OpCode.MODIFY_VALUE, OpCode.HOME_NA, OpCode.UNHOME_NA, OpCode.LIST_HOMED_NAS}
 )
+# This node's own prefixes: server admins (--server-admin) only, as the reference.
+PREFIX_OPS = frozenset({OpCode.HOME_NA, OpCode.UNHOME_NA, OpCode.LIST_HOMED_NAS})
+MSG_NOT_A_NA_HANDLE = "Not a prefix handle"
 
 # stored HS_SECKEY data -> the key bytes, or None when the node cannot recover them
 KeyMaterial = Callable[[bytes], bytes | None]
@@ -136,7 +142,8 @@ class HandleService:
         entry = await self.node.resolve(self.node.parse(request.handle))
         self.node.usage.resolutions[entry.prefix] += 1
         if (
-            entry.values is not None
+            entry.rc == RC.SUCCESS
+            and entry.values is not None
             and not msg.op_flags & FLAG_PUBL
             and any(not v.public_read for v in filter_values(entry.values, request.indexes,
                                                              request.types))
@@ -164,6 +171,10 @@ class HandleService:
         request_id: int | None = None,
     ) -> bytes:
         request = _body(msg, ResolutionRequest)
+        if rc in (RC.SERVICE_REFERRAL, RC.PREFIX_REFERRAL):  # where to ask instead
+            return encode_reply(env, msg, rc, ReferralBody(request.handle, values or ()),
+                                now=now, request_id=request_id,
+                                session_id=None if request_id is None else 0)
         if values is None:
             raise NotResponsible(NOT_HOMED) if rc == RC.SERVER_NOT_RESP else HandleError("", rc)
         chosen = filter_values(values, request.indexes, request.types)
@@ -182,7 +193,7 @@ class HandleService:
         handle = self.node.parse(request.handle)
         entry = await self.node.resolve(handle)
         self.node.usage.resolutions[entry.prefix] += 1
-        private = entry.values is not None and await may_read_private(
+        private = entry.rc == RC.SUCCESS and entry.values is not None and await may_read_private(
             identity, handle, entry.values, self.node.server_admins, self.node.record_of
         )
         return self._resolution_reply(env, msg, entry.values, entry.rc, now,
@@ -191,11 +202,14 @@ class HandleService:
     # -- admin operations ----------------------------------------------------------
 
     async def _admin_request(self, env: Envelope, msg: Message, now: int) -> bytes:
+        if msg.op_code in PREFIX_OPS:
+            if msg.op_code != OpCode.LIST_HOMED_NAS:
+                na_prefix(_body(msg, HandleBody).handle)  # RC 102 before any challenge
+            return self._challenge(env, msg, now)
         handle = self.node.parse(_admin_body(msg).handle)
-        prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
         if msg.op_code == OpCode.CREATE_HANDLE:
             # Refused before any challenge, as the reference server does.
-            if not self.node.serves(prefix):
+            if not self.node.serves_handle(handle):
                 raise NotResponsible(NOT_HOMED)
             if await self.node.store.get(handle.key) is not None:
                 raise HandleAlreadyExists()
@@ -260,9 +274,13 @@ class HandleService:
                 return True
         return False
 
-    async def _perform(self, identity: Identity, msg: Message) -> HandleBody | EmptyBody:
+    async def _perform(
+        self, identity: Identity, msg: Message
+    ) -> HandleBody | HandleListBody | EmptyBody:
         registrar = self.node.registrar
         op = msg.op_code
+        if op in PREFIX_OPS:
+            return await self._prefix_op(identity, msg)
         body = _admin_body(msg)
         handle = self.node.parse(body.handle)
         if isinstance(body, ValuesBody):
@@ -279,6 +297,19 @@ class HandleService:
             await registrar.delete(identity, handle)
         return EMPTY
 
+    async def _prefix_op(self, identity: Identity, msg: Message) -> HandleListBody | EmptyBody:
+        """HOME_NA, UNHOME_NA, LIST_HOMED_NAS: what this node serves (not the top-level's)."""
+        if identity not in self.node.server_admins:
+            raise HandleError("Not a server administrator", RC.INSUFFICIENT_PERMISSIONS)
+        if msg.op_code == OpCode.LIST_HOMED_NAS:
+            return HandleListBody(tuple(prefix_handle(p) for p in sorted(self.node.homed)))
+        prefix = na_prefix(_body(msg, HandleBody).handle)
+        if msg.op_code == OpCode.HOME_NA:
+            await self.node.home_prefix(prefix, [])
+        else:
+            await self.node.unhome_prefix(prefix)
+        return EMPTY
+
     # -- errors --------------------------------------------------------------------
 
     def _error(self, env: Envelope, msg: Message, exc: HandleError, now: int) -> bytes:
@@ -292,6 +323,15 @@ class HandleService:
         """An error to the original request, addressed to the answer (its requestId)."""
         return encode_reply(pending.envelope, pending.message, exc.rc, ErrorBody(exc.message),
                             now=now, request_id=answer_env.request_id, session_id=0)
+
+
+def na_prefix(text: str) -> str:
+    """The prefix a HOME_NA/UNHOME_NA names: ``0.NA/88.118``, or bare ``88.118``."""
+    if "/" not in text:
+        text = prefix_handle(text)
+    if not text.upper().startswith(PREFIX_NA + "/"):
+        raise HandleError(MSG_NOT_A_NA_HANDLE, RC.INVALID_HANDLE)
+    return parse_prefix(text)
 
 
 B = TypeVar("B")

@@ -86,7 +86,8 @@ class HttpFrontend:
                 self._resolve_stats.observe(reply.status, time.perf_counter() - start)
                 if self._raw_replies and eligible(request):
                     return reply  # type: ignore[return-value]  # duck-typed, see fast_reply
-                return web.Response(body=reply.body, status=reply.status, headers=JSON_HEADERS)
+                return web.Response(body=reply.body, status=reply.status,
+                                    headers={**JSON_HEADERS, **reply.headers})
         stats, response = await self._dispatch(request, path, method)
         stats.observe(response.status, time.perf_counter() - start)
         return response

@@ -31,12 +31,14 @@ from resolver.coherence import Coherence, ExternalWritesWatch, Peers
 from resolver.config import NodeConfig
 from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
 from resolver.quotas import QuotaBook, parse_quota
+from resolver.recursive import RecursiveResolver
 from resolver.registrar import Registrar
 from resolver.roles import chain_for_role
 from resolver.snms_tokens import token_key
 from resolver.stats import StatsReporter, StatsSpool, UsageCounter
 from resolver.stats_api import ReportedTotals, identity_scope
 from resolver.template_check import TemplateChecker
+from resolver.upstream import HandleUpstream, UpstreamUnavailable, parse_endpoint
 
 if TYPE_CHECKING:
     from resolver.redis_tier import RedisTier
@@ -100,10 +102,32 @@ class Node:
         self.config = config
         self.store = store if store is not None else open_store(config)
         self.homed: set[str] = set()
+        recursive = config.role == "recursive"
         self.cache = ResolutionCache(
             max_bytes=config.cache_bytes,
             max_ttl=config.cache_max_ttl,
             negative_ttl=config.cache_negative_ttl,
+            stale_window=config.stale_window if recursive else 0.0,
+            stale_on=(UpstreamUnavailable,),
+        )
+        self.upstream: HandleUpstream | None = None
+        self.recursive: RecursiveResolver | None = None
+        if recursive:
+            self.upstream = HandleUpstream(timeout=config.upstream_timeout)
+            self.recursive = RecursiveResolver(
+                self.upstream,
+                [parse_endpoint(text) for text in config.top_level],
+                ResolutionCache(
+                    max_bytes=max(config.cache_bytes // 16, 1 << 20),
+                    max_ttl=config.cache_max_ttl,
+                    negative_ttl=config.cache_negative_ttl,
+                    stale_window=config.stale_window,
+                    stale_on=(UpstreamUnavailable,),
+                ),
+            )
+        self._lookup = chain_for_role(
+            config.role, store=self.store, homed=self.homed,
+            forward=self.recursive.resolve if self.recursive else None,
         )
         # Other nodes sharing a Redis: an L2 cache behind ours, and a peer tier.
         self.redis = (
@@ -115,7 +139,6 @@ class Node:
         tiers = [*peers, self.redis] if self.redis is not None else list(peers)
         self.coherence = Coherence(self.cache, self.reload_homed, tiers)
         self.external_writes = ExternalWritesWatch(self.store, self.cache, self.reload_homed)
-        self._lookup = chain_for_role(config.role, store=self.store, homed=self.homed)
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
         # HS_SECKEY values are kept hashed (HTTP Basic) and sealed under this
@@ -135,7 +158,7 @@ class Node:
         self.registrar = Registrar(
             store=self.store,
             invalidate=self.coherence.invalidate,
-            serves=self.serves,
+            serves=self.serves_handle,
             record_of=self.record_of,
             server_admins=self.server_admins,
             seal=self.sealer.seal,
@@ -164,6 +187,8 @@ class Node:
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self.upstream is not None:
+            await self.upstream.start()
         await self.store.open()
         # Peers' messages are acknowledged unapplied until here: harmless,
         # nothing has been cached yet.
@@ -179,6 +204,8 @@ class Node:
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        if self.upstream is not None:
+            await self.upstream.stop()
         if self.reporter is not None:
             await self.reporter.stop()
         await self.external_writes.stop()
@@ -229,6 +256,12 @@ class Node:
     def serves(self, prefix: str) -> bool:
         return prefix.upper() in self.homed
 
+    def serves_handle(self, handle: Handle) -> bool:
+        """May ``handle`` be written here? A top-level holds every ``0.NA/`` record."""
+        if handle.is_prefix_handle:
+            return self.config.role == "top-level" or self.serves(handle.suffix)
+        return self.serves(handle.prefix)
+
     # -- prefixes ----------------------------------------------------------
 
     async def reload_homed(self) -> None:
@@ -263,7 +296,27 @@ class Node:
             await self.coherence.invalidate((key,))
         await self.coherence.reload_homed()
 
+    async def unhome_prefix(self, prefix: str) -> None:
+        """Stop serving ``prefix`` here (its records stay in the store)."""
+        await self.store.unhome_prefix(parse_prefix(prefix))
+        await self.coherence.reload_homed()
+
     # -- metrics -----------------------------------------------------------
+
+    def _recursive_metrics(self) -> dict[str, tuple[str, str, Callable[[], float]]]:
+        if self.recursive is None or self.upstream is None:
+            return {}
+        upstream, sites = self.upstream, self.recursive.prefix_cache
+        return {
+            "idnode_upstream_requests": ("counter", "Requests sent to other servers",
+                                         lambda: upstream.requests),
+            "idnode_upstream_failures": ("counter", "Upstream requests without an answer",
+                                         lambda: upstream.failures),
+            "idnode_prefix_cache_hits": ("counter", "Prefix-to-site cache hits",
+                                         lambda: sites.hits),
+            "idnode_prefix_cache_misses": ("counter", "Prefix-to-site lookups at the top-level",
+                                           lambda: sites.misses),
+        }
 
     def _register_metrics(self) -> None:
         cache = self.cache
@@ -284,6 +337,10 @@ class Node:
                                            lambda: cache.bytes),
                     "idnode_homed_prefixes": ("gauge", "Prefixes served here",
                                               lambda: len(self.homed)),
+                    "idnode_cache_stale_served": (
+                        "counter", "Replies served stale because an upstream was down",
+                        lambda: cache.stale_hits),
+                    **self._recursive_metrics(),
                 }
             )
         )

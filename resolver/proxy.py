@@ -28,7 +28,7 @@ async def proxy_resolve(node: Node, request: web.BaseRequest, text: str) -> web.
     handle = node.parse(text)
     entry = await node.resolve(handle)
     node.usage.resolutions[entry.prefix] += 1
-    if entry.values is None:
+    if entry.rc != RC.SUCCESS or entry.values is None:  # referrals too: no record here
         raise NotResponsible() if entry.rc == RC.SERVER_NOT_RESP else HandleError("", entry.rc)
     if "noredirect" not in request.query:
         url = first_url(entry.values)

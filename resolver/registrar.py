@@ -53,7 +53,7 @@ class Registrar:
         *,
         store: Store,
         invalidate: Callable[[Collection[str]], Awaitable[None]],
-        serves: Callable[[str], bool],
+        serves: Callable[[Handle], bool],
         record_of: RecordByHandle,
         server_admins: frozenset[Identity],
         seal: Callable[[bytes], bytes],
@@ -65,7 +65,7 @@ class Registrar:
     ) -> None:
         self._store = store
         self._invalidate = invalidate  # keys -> dropped from every cache (Coherence)
-        self._serves = serves  # prefix -> homed here?
+        self._serves = serves  # handle -> may it be written here?
         self._record_of = record_of  # cached reads, for credentials and admin lists
         self._server_admins = server_admins
         self._seal = seal  # HS_SECKEY data -> its stored (hashed and sealed) form
@@ -362,8 +362,7 @@ class Registrar:
     # -- helpers -----------------------------------------------------------
 
     def _check_served(self, handle: Handle) -> None:
-        prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
-        if not self._serves(prefix):
+        if not self._serves(handle):
             raise NotResponsible()
 
     async def _existing(self, handle: Handle) -> tuple[HandleValue, ...]:

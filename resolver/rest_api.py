@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from urllib.parse import unquote
 
 import orjson
@@ -43,7 +44,12 @@ _CALLBACK = re.compile(r"^[A-Za-z_$][\w$.]{0,63}$")
 _MINT_ATTEMPTS = 5
 
 # Status of a cached answer on the unfiltered path, by response code.
-ENTRY_STATUS = {RC.SUCCESS: 200, RC.HANDLE_NOT_FOUND: 404, RC.SERVER_NOT_RESP: 400}
+ENTRY_STATUS = {RC.SUCCESS: 200, RC.HANDLE_NOT_FOUND: 404, RC.SERVER_NOT_RESP: 400,
+                RC.SERVICE_REFERRAL: 300, RC.PREFIX_REFERRAL: 300}
+REFERRALS = frozenset({RC.SERVICE_REFERRAL, RC.PREFIX_REFERRAL})
+# A recursive node's answer served past its TTL because the upstream is down
+# (RFC 7234's warn-code 110, plus a header of our own that is easy to test for).
+STALE_HEADERS = {"Warning": '110 - "Response is Stale"', "X-Idnode-Stale": "1"}
 
 
 def handle_text_from_path(raw_path: str, base: str) -> str:
@@ -58,13 +64,16 @@ def cached_reply(cache: ResolutionCache, entry: CacheEntry, text: str) -> PreEnc
         entry,
         text,
         lambda: PreEncodedResponse(
-            unfiltered_reply(entry, text), ENTRY_STATUS.get(entry.rc, 400), JSON_TYPE
+            unfiltered_reply(entry, text), ENTRY_STATUS.get(entry.rc, 400), JSON_TYPE,
+            STALE_HEADERS if entry.stale else None,
         ),
     )
 
 
 def unfiltered_reply(entry: CacheEntry, text: str) -> bytes:
     """The body of an anonymous, unfiltered resolve of ``entry`` echoing ``text``."""
+    if entry.rc in REFERRALS:
+        return rest_json.referral_reply(entry.rc, text, entry.values or ())
     if entry.values is None:
         message = "That prefix doesn't live here" if entry.rc == RC.SERVER_NOT_RESP else None
         return rest_json.error_reply(int(entry.rc), text, message)
@@ -111,6 +120,9 @@ class RestApi:
             raise AuthenticationNeeded()
         entry = await self.node.resolve(handle)
         self.node.usage.resolutions[entry.prefix] += 1
+        if entry.rc in REFERRALS:  # where to ask instead, whatever was filtered for
+            cached = cached_reply(self.node.cache, entry, text)
+            return _render(cached.body, query, status=cached.status, stale=entry.stale)
         if entry.values is None:
             raise _entry_error(entry)
         if public_only and not indexes and not types:
@@ -130,7 +142,7 @@ class RestApi:
                 if values
                 else rest_json.values_not_found_reply(text)
             )
-        return _render(body, query)
+        return _render(body, query, stale=entry.stale)
 
     # -- PUT /api/handles/{handle} -------------------------------------------
 
@@ -325,7 +337,9 @@ async def _json_params(request: web.BaseRequest, query: MultiMapping[str]) -> Mu
     return MultiDictProxy(merged)
 
 
-def _render(body: bytes, query: MultiMapping[str]) -> web.Response:
+def _render(
+    body: bytes, query: MultiMapping[str], *, status: int = 200, stale: bool = False
+) -> web.Response:
     """Apply ?pretty and ?callback (JSONP) to a reply body."""
     if "pretty" in query:
         body = rest_json.pretty(body)
@@ -333,8 +347,10 @@ def _render(body: bytes, query: MultiMapping[str]) -> web.Response:
     if callback:
         if not _CALLBACK.match(callback):
             raise MalformedMessage("Invalid callback name")
-        return web.Response(
-            body=rest_json.jsonp(body, callback),
-            headers={"Content-Type": "application/javascript;charset=utf-8"},
-        )
-    return web.Response(body=body, headers=JSON_HEADERS)
+        headers: Mapping[str, str] = {"Content-Type": "application/javascript;charset=utf-8"}
+        body = rest_json.jsonp(body, callback)
+    else:
+        headers = JSON_HEADERS
+    if stale:
+        headers = {**headers, **STALE_HEADERS}
+    return web.Response(body=body, status=status, headers=headers)

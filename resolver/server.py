@@ -11,10 +11,12 @@ import ssl
 from aiohttp import web
 
 from protocol.handle_wire import SiteInfoReply
+from resolver.auth import Identity
 from resolver.config import NodeConfig
 from resolver.handle_service import HandleService
 from resolver.handle_site import node_site
 from resolver.handle_transport import start_handle_servers
+from resolver.homing import Homing
 from resolver.http_server import HttpFrontend
 from resolver.node import Node
 
@@ -33,6 +35,12 @@ class RunningNode:
         self.handle_port: int | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
+        self.homing: Homing | None = None
+        if config.home_at:
+            if not (config.home_auth and config.home_secret):
+                raise ValueError("--home-at needs --home-auth and --home-secret")
+            self.homing = Homing(config.home_at, Identity.parse(config.home_auth),
+                                 config.home_secret, refresh=config.home_refresh)
 
     async def start(self) -> None:
         await self.node.start()
@@ -53,6 +61,11 @@ class RunningNode:
             self.port = self._runner.addresses[0][1]
         if self.config.handle_port is not None:
             await self._start_handle_protocol()
+        if self.homing is not None:
+            if self.handle_port is None:
+                raise ValueError("Homing at a top-level needs the binary Handle protocol")
+            self.homing.start(node_site(self.config.host, self.handle_port, self.port,
+                                        tls=self.config.tls))
         scheme = "https" if self.config.tls else "http"
         log.info(
             "idnode %s node serving %s on %s://%s:%d%s",
@@ -77,6 +90,8 @@ class RunningNode:
             )
 
     async def stop(self) -> None:
+        if self.homing is not None:
+            await self.homing.stop()  # the site stays homed: a restart is not a move
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:

@@ -260,7 +260,7 @@ class SnmsApi:
             raise BusinessError(snms.MSG_MISSING_PARAM.format("handle"))
         handle = self._handle(account, text)
         entry = await self.node.resolve(handle)
-        if entry.values is None:
+        if entry.rc != RC.SUCCESS or entry.values is None:
             if entry.rc == RC.SERVER_NOT_RESP:
                 raise BusinessError(snms.MSG_NOT_SERVED.format(handle.prefix))
             raise BusinessError(snms.MSG_NOT_FOUND)

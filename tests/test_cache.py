@@ -166,3 +166,73 @@ async def test_encodings_are_made_once_and_charged():
     assert len(made) == 1
     assert cache.bytes == before + 100
 
+
+
+class UpstreamDown(Exception):
+    pass
+
+
+async def test_stale_if_error_serves_a_marked_copy_within_the_window():
+    clock = FakeClock()
+    cache = make_cache(clock, stale_window=100, stale_retry=1, stale_on=(UpstreamDown,))
+    up = True
+    calls = 0
+
+    async def load():
+        nonlocal calls
+        calls += 1
+        if not up:
+            raise UpstreamDown()
+        return RC.SUCCESS, record(ttl=10)
+
+    fresh = await cache.get("K", load)
+    assert not fresh.stale
+    up = False
+    clock.now += 11
+    stale = await cache.get("K", load)
+    assert stale.stale and stale.values == fresh.values and calls == 2
+    assert cache.stale_hits == 1
+    # The copy lives stale_retry: no upstream request until then.
+    await cache.get("K", load)
+    assert calls == 2 and cache.stale_hits == 2
+    clock.now += 1.5
+    await cache.get("K", load)
+    assert calls == 3
+    # The upstream is back: a fresh, unmarked entry replaces the copy.
+    up = True
+    clock.now += 1.5
+    again = await cache.get("K", load)
+    assert not again.stale and calls == 4
+
+
+async def test_stale_window_ends_and_other_errors_are_not_masked():
+    clock = FakeClock()
+    cache = make_cache(clock, stale_window=5, stale_on=(UpstreamDown,))
+    failure: Exception | None = None
+
+    async def load():
+        if failure is not None:
+            raise failure
+        return RC.SUCCESS, record(ttl=10)
+
+    await cache.get("K", load)
+    clock.now += 11
+    failure = ValueError("a bug, not an outage")
+    with pytest.raises(ValueError):
+        await cache.get("K", load)
+    failure = UpstreamDown()
+    clock.now += 5  # 16 s: past expiry (10) + window (5)
+    with pytest.raises(UpstreamDown):
+        await cache.get("K", load)
+
+
+async def test_without_a_stale_window_expired_entries_are_dropped():
+    clock = FakeClock()
+    cache = make_cache(clock, stale_on=(UpstreamDown,))
+
+    async def load():
+        return RC.SUCCESS, record(ttl=10)
+
+    await cache.get("K", load)
+    clock.now += 11
+    assert cache.peek("K") is None and len(cache) == 0

@@ -1,4 +1,12 @@
-"""Bounded LRU of resolved records with coalesced misses and safe invalidation."""
+"""Bounded LRU of resolved records with coalesced misses and safe invalidation.
+
+Stale-if-error (``stale_window`` > 0, used by the recursive role): an expired
+entry is kept (still bounded by the LRU) for ``stale_window`` seconds past
+its expiry. If reloading it raises one of the ``stale_on`` exceptions (an
+upstream that does not answer), the callers get a copy marked ``stale`` that
+lives ``stale_retry`` seconds, so a dead upstream is asked at most that often;
+transports mark such replies and ``stale_hits`` counts them.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +39,14 @@ class ResolutionCache:
         negative_ttl: float,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        stale_window: float = 0.0,
+        stale_retry: float = 1.0,
+        stale_on: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.max_bytes = max_bytes
+        self.stale_window = stale_window
+        self.stale_retry = stale_retry
+        self._stale_on = stale_on
         self.max_ttl = max_ttl
         self.negative_ttl = negative_ttl
         self._clock = clock
@@ -45,6 +59,7 @@ class ResolutionCache:
         self.coalesced = 0
         self.evictions = 0
         self.expirations = 0
+        self.stale_hits = 0  # replies served from a stale copy
         # Entries are served only before this clock time. Infinite for a lone
         # node; a node sharing a store lends its cache a lease that lasts as
         # long as it is sure to hear of other nodes' writes (resolver.redis_tier).
@@ -64,11 +79,14 @@ class ResolutionCache:
         if now >= self.trusted_until:
             return None
         if entry.expires <= now:
-            self._drop(key)
-            self.expirations += 1
+            if entry.stale_until <= now:  # else kept: a fallback if reloading fails
+                self._drop(key)
+                self.expirations += 1
             return None
         self._entries.move_to_end(key)
         self.hits += 1
+        if entry.stale:
+            self.stale_hits += 1
         return entry
 
     async def get(self, key: str, load: Loader) -> CacheEntry:
@@ -90,10 +108,16 @@ class ResolutionCache:
     async def _load(self, key: str, load: Loader) -> CacheEntry:
         try:
             rc, values = await load()
-        except BaseException:
-            if self._inflight.get(key) is asyncio.current_task():
+        except BaseException as exc:
+            mine = self._inflight.get(key) is asyncio.current_task()
+            if mine:
                 del self._inflight[key]
-            raise
+            stale = self._stale_copy(key) if isinstance(exc, self._stale_on) else None
+            if stale is None:
+                raise
+            if mine:
+                self._insert(stale)
+            return stale
         entry = self._make_entry(key, rc, values)
         # Invalidated while loading: answer the callers, but do not keep it.
         if self._inflight.get(key) is asyncio.current_task():
@@ -135,7 +159,20 @@ class ResolutionCache:
             ttl = self.negative_ttl
         else:
             ttl = record_ttl(values, self.max_ttl, self._wall_clock())
-        return CacheEntry(key, values, now + ttl, rc, size=record_size(values))
+        expires = now + ttl
+        stale_until = expires + self.stale_window if self.stale_window and ttl else 0.0
+        return CacheEntry(key, values, expires, rc, size=record_size(values),
+                          stale_until=stale_until)
+
+    def _stale_copy(self, key: str) -> CacheEntry | None:
+        """A short-lived copy of ``key``'s expired entry, if still in its stale window."""
+        old = self._entries.get(key)
+        now = self._clock()
+        if old is None or old.stale_until <= now or now >= self.trusted_until:
+            return None
+        self.stale_hits += 1
+        return CacheEntry(key, old.values, min(now + self.stale_retry, old.stale_until), old.rc,
+                          size=old.size, stale_until=old.stale_until, stale=True)
 
     def _insert(self, entry: CacheEntry) -> None:
         now = self._clock()

@@ -25,6 +25,10 @@ class CacheEntry:
     # requests, so an encoding is only ever added, never changed.
     encodings: dict[object, Sized] = field(default_factory=dict)
     size: int = 0
+    # Stale-if-error (recursive role): until when an expired copy may still be
+    # served if its upstream fails, and whether this entry is such a copy.
+    stale_until: float = 0.0
+    stale: bool = False
     # The homed prefix this answer counts for in usage statistics
     # (resolver.stats), worked out once here so the hot path only adds 1.
     # "" for "not responsible" answers: they count for no prefix of ours.
