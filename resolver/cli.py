@@ -132,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="its secret (or $IDNODE_HOME_SECRET)")
     h.add_argument("--home-refresh", type=float, default=_DEFAULTS.home_refresh,
                    help="seconds between re-writes of this node's site")
+    rd = p.add_argument_group("several nodes: shared cache and invalidations (Redis)")
+    rd.add_argument("--redis", metavar="URL",
+                    help="redis://host:port/db: shared cache and invalidations between nodes "
+                         "(needs the redis extra)")
+    rd.add_argument("--redis-prefix", default=_DEFAULTS.redis_prefix,
+                    help="namespace of every Redis key and channel (one per deployment)")
+    rd.add_argument("--redis-timeout", type=float, default=_DEFAULTS.redis_timeout,
+                    help="seconds a Redis read may take before the store is asked instead")
+    rd.add_argument("--redis-lease", type=float, default=_DEFAULTS.redis_lease,
+                    help="seconds a node that stops answering delays writes elsewhere")
     p.add_argument("--stats-upstream", metavar="URL",
                    help="send usage statistics to this (top-level) node, e.g. https://tl:8000")
     p.add_argument("--stats-interval", type=float, default=_DEFAULTS.stats_interval,
@@ -404,6 +414,8 @@ def _run(args: argparse.Namespace) -> int:
             upstream_timeout=args.upstream_timeout, stale_window=args.stale_window,
             home_at=args.home_at, home_auth=args.home_auth, home_secret=args.home_secret,
             home_refresh=args.home_refresh, enterprise_parent=args.enterprise_parent,
+            redis=args.redis, redis_prefix=args.redis_prefix,
+            redis_timeout=args.redis_timeout, redis_lease=args.redis_lease,
             stats_upstream=args.stats_upstream, stats_interval=args.stats_interval,
             stats_identity=args.stats_identity, stats_secret=_stats_secret(args),
             stats_spool=args.stats_spool, stats_max_reports=args.stats_max_reports,

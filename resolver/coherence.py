@@ -13,10 +13,11 @@ load that was in flight during the invalidation is answered but not kept
 Tiers (``Peers``): ``resolver.siblings`` for the worker processes of one
 node (unix sockets, acknowledged; a sibling that does not acknowledge within
 ``ACK_TIMEOUT`` is killed, and the write waits for it to be gone, so the
-guarantee holds even then). A shared-cache tier for several nodes (Redis)
-implements the same ``Peers`` interface: ``publish`` must return only when
-every live node has dropped the keys (or has been declared dead and cannot
-answer any more), and ``start`` hands it the receive side.
+guarantee holds even then). The shared-cache tier for several nodes
+(``resolver.redis_tier``, ``--redis``) implements the same ``Peers``
+interface: ``publish`` returns only when every live node has dropped the keys
+(or has been declared dead and cannot answer any more), and ``start`` hands
+it the receive side.
 
 Limits, stated honestly:
 - Writes by processes that announce nothing (``idnode import``, ``idnode

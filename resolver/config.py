@@ -43,6 +43,14 @@ class NodeConfig:
     master_key: str | None = None
     # Per-prefix quotas, "PREFIX:requests=N,identifiers=N,subprefixes=N" (resolver.quotas).
     quotas: tuple[str, ...] = field(default=())
+    # Shared L2 cache and invalidations between nodes (resolver.redis_tier):
+    # redis://host:port/db, or None. Names start with the prefix.
+    redis: str | None = None
+    redis_prefix: str = "idnode:"
+    # A slower read falls through to the store. Measured on the event loop, so it
+    # includes waiting behind other requests: a few ms only suit an idle node.
+    redis_timeout: float = 0.02
+    redis_lease: float = 3.0  # a silent node is waited for this long by writers
     # Secondary node: enterprise prefixes are allocated as <parent>.<n> on approval.
     enterprise_parent: str | None = None
     # Usage statistics sent upward (resolver.stats): the top-level node's base

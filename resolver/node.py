@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import aiohttp
@@ -40,6 +41,9 @@ from resolver.stats_api import ReportedTotals, identity_scope
 from resolver.template_check import TemplateChecker
 from resolver.upstream import HandleUpstream, UpstreamUnavailable, parse_endpoint
 
+if TYPE_CHECKING:
+    from resolver.redis_tier import RedisTier
+
 log = logging.getLogger(__name__)
 
 HOMED_REFRESH_SECONDS = 5.0
@@ -57,6 +61,16 @@ def open_store(config: NodeConfig) -> Store:
         max_pending=config.write_queue,
         busy_when_full=True,  # a node sheds writes past the bound (RC 3); tools wait
         mmap_mb=config.sqlite_mmap_bytes >> 20,
+    )
+
+
+def _redis_tier(url: str, config: NodeConfig, cache: ResolutionCache) -> RedisTier:
+    from resolver.redis_tier import RedisTier  # redis-py is an optional extra
+
+    return RedisTier(
+        url, cache, prefix=config.redis_prefix, timeout=config.redis_timeout,
+        lease=config.redis_lease, max_ttl=config.cache_max_ttl,
+        negative_ttl=config.cache_negative_ttl,
     )
 
 
@@ -122,9 +136,15 @@ class Node:
             config.role, store=self.store, homed=self.homed,
             forward=self.recursive.resolve if self.recursive else None,
         )
+        # Other nodes sharing a Redis: an L2 cache behind ours, and a peer tier.
+        self.redis = (
+            _redis_tier(config.redis, config, self.cache) if config.redis else None
+        )
+        self._load = self._timed_lookup if self.redis is None else self._shared_lookup
         # Writes reach every cache before they are acknowledged: sibling
-        # workers and other nodes through ``peers``.
-        self.coherence = Coherence(self.cache, self.reload_homed, peers)
+        # workers and other nodes through ``peers`` (and Redis).
+        tiers = [*peers, self.redis] if self.redis is not None else list(peers)
+        self.coherence = Coherence(self.cache, self.reload_homed, tiers)
         self.external_writes = ExternalWritesWatch(self.store, self.cache, self.reload_homed)
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)
@@ -150,6 +170,7 @@ class Node:
             seal=self.sealer.seal,
             quotas=self.quotas,
             check_template=TemplateChecker(self.store),
+            check_writable=self.redis.check_writable if self.redis is not None else None,
             registrations=self.usage.registrations,
         )
         self.applications = ApplicationDesk(
@@ -167,6 +188,8 @@ class Node:
         self.requests = RequestMetrics()
         self.store_latency = store_latency(self.registry)
         self._register_metrics()
+        if self.redis is not None:
+            self.registry.register(self.redis.metrics())  # type: ignore[arg-type]
         self._refresher: asyncio.Task[None] | None = None
         self.admission = Admission(config.max_inflight, config.shed_lag)
 
@@ -214,7 +237,11 @@ class Node:
         return text.upper()
 
     async def resolve(self, handle: Handle) -> CacheEntry:
-        return await self.cache.get(handle.key, lambda: self._timed_lookup(handle))
+        return await self.cache.get(handle.key, lambda: self._load(handle))
+
+    async def _shared_lookup(self, handle: Handle) -> Resolution:
+        assert self.redis is not None
+        return await self.redis.load(handle.key, lambda: self._timed_lookup(handle))
 
     async def _timed_lookup(self, handle: Handle) -> Resolution:
         start = time.perf_counter()

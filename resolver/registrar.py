@@ -63,6 +63,7 @@ class Registrar:
         clock: Callable[[], float] = time.time,
         quotas: QuotaBook | None = None,
         check_template: TemplateCheck | None = None,
+        check_writable: Callable[[], None] | None = None,
         registrations: dict[str, int] | None = None,
     ) -> None:
         self._store = store
@@ -76,6 +77,9 @@ class Registrar:
         # Records naming a metadata template (index 1001) are checked against it;
         # SNMS accounts' writes were checked by the SNMS API already.
         self._check_template = check_template
+        # Raises (before anything is written) when a write could not be made
+        # visible everywhere, e.g. other nodes' caches are out of reach.
+        self._check_writable = check_writable or _always_writable
         # Handles created, per prefix, for usage statistics (resolver.stats).
         self._registrations = registrations if registrations is not None else {}
 
@@ -90,6 +94,7 @@ class Registrar:
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
     ) -> bool:
         """Create the handle, or replace its whole record when ``overwrite``. True if created."""
+        self._check_writable()
         self._check_served(handle)
         await self._charge(identity, handle)
         values = self._prepare(values)
@@ -134,6 +139,7 @@ class Registrar:
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue], *, overwrite: bool
     ) -> bool:
         """Add or replace these values. True if any index was new."""
+        self._check_writable()
         self._check_served(handle)
         await self._charge(identity, handle)
         values = self._prepare(values)
@@ -148,6 +154,7 @@ class Registrar:
         self, identity: Principal, handle: Handle, values: Sequence[HandleValue]
     ) -> None:
         """Replace values whose indexes all exist already (ValuesNotFound otherwise)."""
+        self._check_writable()
         self._check_served(handle)
         await self._charge(identity, handle)
         values = self._prepare(values)
@@ -164,6 +171,7 @@ class Registrar:
     async def remove_values(
         self, identity: Principal, handle: Handle, indexes: Sequence[int]
     ) -> None:
+        self._check_writable()
         self._check_served(handle)
         await self._charge(identity, handle)
         old = await self._existing(handle)
@@ -174,6 +182,7 @@ class Registrar:
         await self._invalidate((handle.key,))
 
     async def delete(self, identity: Principal, handle: Handle) -> None:
+        self._check_writable()
         self._check_served(handle)
         await self._charge(identity, handle)
         old = await self._existing(handle)
@@ -203,6 +212,7 @@ class Registrar:
         """
         if mode not in ("create", "update", "put"):
             raise ValueError(f"unknown batch mode {mode!r}")
+        self._check_writable()
         results: list[PutResult | None] = [None] * len(items)
         decided: dict[str, HandleError | None] = {}  # prefix -> why it may not write there
         pending: list[int] = []
@@ -349,6 +359,7 @@ class Registrar:
         self, identity: Principal, handles: Sequence[Handle]
     ) -> list[HandleError | None]:
         """Delete each handle (None = deleted, or why that one was left alone)."""
+        self._check_writable()
         results: list[HandleError | None] = [None] * len(handles)
         decided: dict[str, HandleError | None] = {}
 
@@ -517,3 +528,7 @@ def _overlay(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[Han
     """The record ``old`` becomes once ``new`` adds or replaces its indexes."""
     replaced = {v.index for v in new}
     return [v for v in old if v.index not in replaced] + list(new)
+
+
+def _always_writable() -> None:
+    pass

@@ -11,6 +11,7 @@ transports mark such replies and ``stale_hits`` counts them.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sized
@@ -59,6 +60,10 @@ class ResolutionCache:
         self.evictions = 0
         self.expirations = 0
         self.stale_hits = 0  # replies served from a stale copy
+        # Entries are served only before this clock time. Infinite for a lone
+        # node; a node sharing a store lends its cache a lease that lasts as
+        # long as it is sure to hear of other nodes' writes (resolver.redis_tier).
+        self.trusted_until = math.inf
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -71,6 +76,8 @@ class ResolutionCache:
         if entry is None:
             return None
         now = self._clock()
+        if now >= self.trusted_until:
+            return None
         if entry.expires <= now:
             if entry.stale_until <= now:  # else kept: a fallback if reloading fails
                 self._drop(key)
@@ -151,12 +158,7 @@ class ResolutionCache:
         if values is None:
             ttl = self.negative_ttl
         else:
-            ttl = self.max_ttl
-            wall = self._wall_clock()
-            for v in values:
-                # A value's own TTL bounds how long the record may be served.
-                ttl = min(ttl, (v.ttl - wall) if v.ttl_absolute else v.ttl)
-            ttl = max(ttl, 0.0)
+            ttl = record_ttl(values, self.max_ttl, self._wall_clock())
         expires = now + ttl
         stale_until = expires + self.stale_window if self.stale_window and ttl else 0.0
         return CacheEntry(key, values, expires, rc, size=record_size(values),
@@ -166,15 +168,16 @@ class ResolutionCache:
         """A short-lived copy of ``key``'s expired entry, if still in its stale window."""
         old = self._entries.get(key)
         now = self._clock()
-        if old is None or old.stale_until <= now:
+        if old is None or old.stale_until <= now or now >= self.trusted_until:
             return None
         self.stale_hits += 1
         return CacheEntry(key, old.values, min(now + self.stale_retry, old.stale_until), old.rc,
                           size=old.size, stale_until=old.stale_until, stale=True)
 
     def _insert(self, entry: CacheEntry) -> None:
-        if entry.expires <= self._clock():
-            return  # TTL 0: never cached
+        now = self._clock()
+        if entry.expires <= now or now >= self.trusted_until:
+            return  # TTL 0, or no lease: never cached
         old = self._entries.pop(entry.key, None)
         if old is not None:
             self.bytes -= old.size
@@ -190,3 +193,29 @@ class ResolutionCache:
 
     def _drop(self, key: str) -> None:
         self.bytes -= self._entries.pop(key).size
+
+    # -- lease (a node sharing its store with others) ----------------------
+
+    def trust_until(self, deadline: float) -> None:
+        """Serve entries until ``deadline`` (clock time): this node hears every write till then.
+
+        Lookups started while the cache was not trusted are not kept: a write
+        may have been missed while they ran.
+        """
+        if self._clock() >= self.trusted_until:
+            self._inflight.clear()
+        self.trusted_until = deadline
+
+    def distrust(self) -> None:
+        """Forget everything and serve nothing until ``trust_until`` (writes may be missed)."""
+        self.trusted_until = -math.inf
+        self.clear()
+
+
+def record_ttl(values: tuple[HandleValue, ...], max_ttl: float, wall: float) -> float:
+    """Seconds a record may be served: its values' smallest TTL (absolute ones
+    are Unix times, compared with ``wall``), at most ``max_ttl``, at least 0."""
+    ttl = max_ttl
+    for v in values:
+        ttl = min(ttl, (v.ttl - wall) if v.ttl_absolute else v.ttl)
+    return max(ttl, 0.0)
