@@ -1,5 +1,6 @@
-"""Three ``idnode serve --redis`` processes sharing one store and one Redis:
-after a write is acknowledged by any of them, none serves the old record."""
+"""Three ``idnode serve --redis`` processes sharing one store (a SQLite file,
+or one PostgreSQL database) and one Redis: after a write is acknowledged by any
+of them, none serves the old record."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pg_service
 import pytest
 from processes import ServerProcess, init_store
 from redis_service import shared_redis
@@ -42,15 +44,29 @@ async def read(session: aiohttp.ClientSession, node: ServerProcess, handle: str)
         return 200, next(v["data"]["value"] for v in values if v["type"] == "URL")
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-async def test_three_nodes_read_their_writes(tmp_path: Path, shared_redis, workers: int):
+@pytest.mark.parametrize(("backend", "workers"),
+                         [("sqlite", 1), ("sqlite", 2), ("postgresql", 1)])
+async def test_three_nodes_read_their_writes(
+    tmp_path: Path, shared_redis, backend: str, workers: int
+):
     """With ``--workers 2`` each worker is a member of its own (six in all)."""
     redis_url, prefix = shared_redis
-    store = tmp_path / "shared.db"
-    await asyncio.to_thread(init_store, store, PREFIX, SECRET)
-    flags = ("--redis", redis_url, "--redis-prefix", prefix, "--redis-timeout", "0.1",
-             "--workers", str(workers))
-    nodes = [ServerProcess(store, *flags) for _ in range(3)]
+    flags: tuple[str, ...] = ("--redis", redis_url, "--redis-prefix", prefix,
+                              "--redis-timeout", "0.1", "--workers", str(workers))
+    store: Path | str
+    if backend == "postgresql":
+        await pg_service.require_postgres()
+        store = pg_service.url_for(tmp_path)
+        key = ("--master-key", str(tmp_path / "master.key"))
+        await asyncio.to_thread(init_store, store, PREFIX, SECRET, *key)
+        flags += key
+        nodes = [ServerProcess(store, *flags, log_path=tmp_path / f"node{n}.log")
+                 for n in range(3)]
+    else:
+        store = tmp_path / "shared.db"
+        await asyncio.to_thread(init_store, store, PREFIX, SECRET)
+        nodes = [ServerProcess(store, *flags, log_path=tmp_path / f"node{n}.log")
+                 for n in range(3)]
     try:
         for node in nodes:
             await asyncio.to_thread(node.start)
@@ -79,5 +95,7 @@ async def test_three_nodes_read_their_writes(tmp_path: Path, shared_redis, worke
     finally:
         for node in nodes:
             node.stop()
+        if backend == "postgresql":
+            await pg_service.drop_schema(tmp_path)
     for node in nodes:
         assert "Traceback" not in node.log(), node.log()
