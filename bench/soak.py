@@ -91,7 +91,14 @@ end
 response = function(status, hdrs, b)
   counts[status] = (counts[status] or 0) + 1
 end
-delay = function() return {delay_ms:.3f} end
+-- wrk sleeps whole milliseconds: dither between the two neighbours so that
+-- the mean pause is the fractional one asked for.
+local pause = {delay_ms:.4f}
+delay = function()
+  local whole = math.floor(pause)
+  if math.random() < pause - whole then return whole + 1 end
+  return whole
+end
 done = function(summary, latency, requests)
   local total = {{}}
   local put_total = 0
@@ -125,9 +132,10 @@ def run_segment(url: str, script: Path, seconds: float, connections: int) -> dic
     }
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident bytes; ``field="RssAnon"`` leaves out file pages (SQLite's cache of the file)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -204,10 +212,12 @@ def main() -> None:
             name = f"{stamp}-{n}"
             script.write_text(mix_script(args, name, delay_ms))
             seg = run_segment(url, script, args.segment_seconds, args.connections)
-            seg.update(segment=name, delay_ms=delay_ms, rss=rss_bytes(node.pid))
+            seg.update(segment=name, delay_ms=delay_ms, rss=rss_bytes(node.pid),
+                       rss_anon=rss_bytes(node.pid, "RssAnon"))
             soak.append(seg)
             print(f"  segment {n + 1}: {seg['rate']:,.0f} req/s, statuses {seg['statuses']}, "
-                  f"p99 {seg['p99']}, RSS {int(seg['rss']) / 2**20:,.0f} MiB", flush=True)
+                  f"p99 {seg['p99']}, RSS {int(seg['rss']) / 2**20:,.0f} MiB "
+                  f"(anonymous {int(seg['rss_anon']) / 2**20:,.0f})", flush=True)
             rate = float(seg["rate"])  # type: ignore[arg-type]
             if rate > 0:  # steer the pause toward the target rate
                 per_request = args.connections / rate * 1000

@@ -20,6 +20,8 @@ from typing import Final
 
 from aiohttp import web
 
+from resolver.cache.entry import exact_bytes
+
 _REASONS: Final = {200: b"OK", 300: b"Multiple Choices", 400: b"Bad Request",
                    404: b"Not Found"}
 _date_second = 0
@@ -60,7 +62,7 @@ class PreEncodedResponse:
         extra_headers: dict[str, str] | None = None,
     ) -> None:
         self._head = encode_head(status, content_type, len(body), extra_headers)
-        self.body = body
+        self.body = exact_bytes(body)  # it is made to be kept (in the cache)
         self.status = status
         self.headers = extra_headers or {}  # beyond Content-Type (for the slow path)
 

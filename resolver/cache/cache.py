@@ -19,7 +19,7 @@ from typing import TypeVar, cast
 
 from protocol.codes import RC
 from protocol.values import HandleValue
-from resolver.cache.entry import CacheEntry, record_size
+from resolver.cache.entry import CacheEntry, exact_bytes, record_size
 
 # What a lookup behind the cache answers: a response code and, on success, the values.
 Resolution = tuple[RC, tuple[HandleValue, ...] | None]
@@ -131,6 +131,8 @@ class ResolutionCache:
         if body is None:
             body = encode()
             if len(entry.encodings) < MAX_ENCODINGS_PER_ENTRY:
+                if isinstance(body, bytes):
+                    body = cast(T, exact_bytes(body))
                 entry.encodings[which] = body
                 entry.size += len(body)
                 if self._entries.get(entry.key) is entry:
@@ -161,7 +163,7 @@ class ResolutionCache:
             ttl = record_ttl(values, self.max_ttl, self._wall_clock())
         expires = now + ttl
         stale_until = expires + self.stale_window if self.stale_window and ttl else 0.0
-        return CacheEntry(key, values, expires, rc, size=record_size(values),
+        return CacheEntry(key, values, expires, rc, size=record_size(key, values),
                           stale_until=stale_until)
 
     def _stale_copy(self, key: str) -> CacheEntry | None:
