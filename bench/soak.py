@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import random
 import re
 import statistics
@@ -43,6 +44,7 @@ from bench.wrk_load import require_wrk
 SERVER_CPU, LOAD_CPU = 0, 1
 PATHS_IN_SCRIPT = 20_000  # the request mix is drawn once, then rotated
 SEGMENT_SECONDS = 60
+CHECK_ATTEMPTS = 8
 _COUNTS = re.compile(r"^SOAK (\w+) (\d+)$", re.M)
 _PCT = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -141,15 +143,27 @@ def rss_bytes(pid: int, field: str = "VmRSS") -> int:
 
 
 async def check_writes(url: str, segments: list[dict[str, object]]) -> dict[str, int]:
-    """Resolve every handle the run tried to register; compare with the acknowledgements."""
+    """Resolve every handle the run tried to register; compare with the acknowledgements.
+
+    Only 200 (present) and 404 (absent) are answers: a shed request (503) or a
+    failed connection is asked again, so that a busy machine cannot pass for a
+    lost write.
+    """
     present = 0
     semaphore = asyncio.Semaphore(32)
     async with aiohttp.ClientSession() as session:
 
         async def exists(handle: str) -> bool:
-            async with semaphore, session.get(f"{url}/api/handles/{handle}") as r:
-                await r.read()
-                return r.status == 200
+            for attempt in range(CHECK_ATTEMPTS):
+                try:
+                    async with semaphore, session.get(f"{url}/api/handles/{handle}") as r:
+                        await r.read()
+                        if r.status in (200, 404):
+                            return r.status == 200
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05 * 2**attempt)
+            raise RuntimeError(f"write check: no answer for {handle} after {CHECK_ATTEMPTS} tries")
 
         for seg in segments:
             names = [f"{PREFIX}/SOAK-{seg['segment']}-{n}" for n in range(1, int(seg["puts"]) + 1)]
@@ -213,11 +227,12 @@ def main() -> None:
             script.write_text(mix_script(args, name, delay_ms))
             seg = run_segment(url, script, args.segment_seconds, args.connections)
             seg.update(segment=name, delay_ms=delay_ms, rss=rss_bytes(node.pid),
-                       rss_anon=rss_bytes(node.pid, "RssAnon"))
+                       rss_anon=rss_bytes(node.pid, "RssAnon"), load_average=os.getloadavg())
             soak.append(seg)
             print(f"  segment {n + 1}: {seg['rate']:,.0f} req/s, statuses {seg['statuses']}, "
                   f"p99 {seg['p99']}, RSS {int(seg['rss']) / 2**20:,.0f} MiB "
-                  f"(anonymous {int(seg['rss_anon']) / 2**20:,.0f})", flush=True)
+                  f"(anonymous {int(seg['rss_anon']) / 2**20:,.0f}), "
+                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
             rate = float(seg["rate"])  # type: ignore[arg-type]
             if rate > 0:  # steer the pause toward the target rate
                 per_request = args.connections / rate * 1000
@@ -250,8 +265,8 @@ def main() -> None:
         f"- throughput per segment: median {statistics.median(rates):,.0f}, "
         f"min {min(rates):,.0f}, max {max(rates):,.0f} req/s "
         f"(spread {(max(rates) - min(rates)) / statistics.median(rates):.1%})",
-        f"- RSS: start {rss_start / 2**20:,.0f} MiB, end {rss_end / 2**20:,.0f} MiB, "
-        f"max {max(rss) / 2**20:,.0f} MiB",
+        f"- RSS: start {rss_start / 2**20:,.0f} MiB, half-time {rss[len(rss) // 2] / 2**20:,.0f}"
+        f" MiB, end {rss_end / 2**20:,.0f} MiB, max {max(rss) / 2**20:,.0f} MiB",
         f"- statuses: {statuses}; unexpected: {unexpected or 'none'}",
         f"- writes: {writes['attempted']:,} attempted, {writes['acknowledged']:,} acknowledged, "
         f"{writes['present']:,} present afterwards ({'none lost' if lost == 0 else f'{lost} LOST'};"
