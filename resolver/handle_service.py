@@ -57,6 +57,7 @@ from resolver.auth import Identity
 from resolver.authz import may_read_private
 from resolver.handle_site import SITE_SERIAL
 from resolver.node import Node
+from resolver.throttle import TooManyAttempts
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,15 @@ class HandleService:
         self._challenges: OrderedDict[int, PendingChallenge] = OrderedDict()
 
     async def answer(
-        self, env: Envelope, msg: Message, *, admin_interface: bool, cache_key: bytes | None = None
+        self, env: Envelope, msg: Message, *, admin_interface: bool,
+        cache_key: bytes | None = None, peer: str = "",
     ) -> bytes:
         """The reply packet to a decoded request; never raises for a request's content.
 
         ``cache_key``: the request's ``reply_cache_key``, if it has one; an
         anonymous resolution's reply is then kept under it in the cache entry.
+        ``peer``: the client's address, which failed challenge answers are counted
+        against (with the identity), as failed HTTP logins are.
         """
         now = int(self._clock())
         refusal = interface_refusal(msg.op_code, queries=True, admin=admin_interface)
@@ -124,7 +128,7 @@ class HandleService:
             if op in ADMIN_OPS:
                 return await self._admin_request(env, msg, now)
             if op == OpCode.CHALLENGE_RESPONSE:
-                return await self._challenge_answer(env, msg, now)
+                return await self._challenge_answer(env, msg, now, peer)
         except HandleError as exc:
             return self._error(env, msg, exc, now)
         if op in _KNOWN_OPCODES:  # part of the protocol, not served by this node (yet)
@@ -234,7 +238,8 @@ class HandleService:
             if session_id and session_id not in self._challenges:
                 return session_id
 
-    async def _challenge_answer(self, env: Envelope, msg: Message, now: int) -> bytes:
+    async def _challenge_answer(self, env: Envelope, msg: Message, now: int, peer: str
+                                ) -> bytes:
         pending = self._challenges.pop(env.session_id, None)
         if pending is None:
             return encode_error_reply(env, msg, RC.ERROR, MSG_INVALID_SESSION, now=now)
@@ -243,8 +248,17 @@ class HandleService:
         if pending.expires < self._clock():
             return self._final_error(pending, env, HandleError("", RC.AUTHEN_TIMEOUT), now)
         identity = Identity(answer.id_index, answer.id_handle)
+        # Each guess costs the guesser only a round trip and a fresh nonce, so
+        # failures are throttled per address and identity like HTTP Basic ones.
+        throttle = self.node.authenticator.throttle
+        try:
+            throttle.check(identity.text, peer)
+        except TooManyAttempts as exc:
+            return self._final_error(pending, env, exc, now)
         if answer.auth_type != HS_SECKEY or not await self._verify(identity, pending, answer):
+            throttle.failed(identity.text, peer)
             return self._final_error(pending, env, HandleError("", RC.AUTHENTICATION_FAILED), now)
+        throttle.succeeded(identity.text, peer)
         try:
             if original.op_code == OpCode.RESOLUTION:
                 return await self._authenticated_resolution(

@@ -248,7 +248,8 @@ class UdpServer(asyncio.DatagramProtocol):
 
     async def _answer(self, data: bytes, addr: Any, key: bytes | None, start: float) -> None:
         try:
-            reply = await answer_packet(self.service, data, admin_interface=False, cache_key=key)
+            reply = await answer_packet(self.service, data, admin_interface=False, cache_key=key,
+                                        peer=peer_address(addr))
             self._send(reply, addr)
             self._slow.observe(200, time.perf_counter() - start)
         except Exception:
@@ -265,14 +266,21 @@ class UdpServer(asyncio.DatagramProtocol):
 
 
 async def answer_packet(
-    service: HandleService, data: bytes, *, admin_interface: bool, cache_key: bytes | None = None
+    service: HandleService, data: bytes, *, admin_interface: bool,
+    cache_key: bytes | None = None, peer: str = "",
 ) -> bytes:
     """Decode and answer one request packet; malformed input gets Handle's error reply."""
     try:
         env, msg = decode_request(data)
     except HandleProtocolError as exc:
         return encode_early_error(exc, now=int(time.time()))
-    return await service.answer(env, msg, admin_interface=admin_interface, cache_key=cache_key)
+    return await service.answer(env, msg, admin_interface=admin_interface, cache_key=cache_key,
+                                peer=peer)
+
+
+def peer_address(addr: Any) -> str:
+    """The host part of a socket address (IPv4 or IPv6 tuple), for throttling."""
+    return str(addr[0]) if isinstance(addr, tuple) and addr else ""
 
 
 class TcpServer(asyncio.Protocol):
@@ -354,7 +362,7 @@ class TcpServer(asyncio.Protocol):
         env, msg = packet
         try:
             reply = await self.service.answer(env, msg, admin_interface=True,
-                                              cache_key=self._cache_key)
+                                              cache_key=self._cache_key, peer=self._peer())
         except Exception:
             log.exception("TCP request failed")
             if self._transport is not None:
@@ -362,6 +370,11 @@ class TcpServer(asyncio.Protocol):
             return
         self._reply(reply)
         self._stats.observe(200, time.perf_counter() - start)
+
+    def _peer(self) -> str:
+        if self._transport is None:
+            return ""
+        return peer_address(self._transport.get_extra_info("peername"))
 
     def _reply(self, reply: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():

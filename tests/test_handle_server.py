@@ -28,6 +28,7 @@ from protocol.values import HandleValue
 from resolver.auth import Identity
 from resolver.handle_client import exchange_tcp, resolution_packet, resolve_tcp, resolve_udp
 from resolver.handle_service import HandleService
+from resolver.throttle import FREE_FAILURES_PER_PAIR
 
 HOST = "127.0.0.1"
 URL_VALUE = {"index": 1, "type": "URL", "data": "https://example.com/b"}
@@ -241,6 +242,27 @@ async def test_admin_permissions_match_the_rest_api(live_node: LiveNode, port: i
     reply = await admin_exchange(port, create, other, b"test-secret-200")
     assert reply.response_code == RC.INVALID_ADMIN
     assert await live_node.node.store.get(f"{PREFIX}/NOT-YOURS") is None
+
+
+async def test_failed_challenge_answers_are_throttled(live_node: LiveNode, port: int):
+    """Guessing a secret over the binary protocol backs off like HTTP Basic guessing."""
+    me = Identity.parse(ADMIN)
+    add = Message(OpCode.ADD_VALUE, 0, FLAG_RECU,
+                  ValuesBody(f"{PREFIX}/ADMIN", (HandleValue(7, "EMAIL", b"x@y.z"),)))
+    for _ in range(FREE_FAILURES_PER_PAIR):
+        denied = await admin_exchange(port, add, me, b"guess")
+        assert denied.response_code == RC.AUTHENTICATION_FAILED
+        assert "Too many" not in str(denied.body)
+    # Past the free failures even the right secret waits, answered without a check.
+    blocked = await admin_exchange(port, add, me, SECRET.encode())
+    assert blocked.response_code == RC.AUTHENTICATION_FAILED
+    assert "Too many failed authentications" in str(blocked.body)
+    assert all(v.index != 7 for v in await live_node.node.store.get(f"{PREFIX}/ADMIN"))
+    # Another identity from the same address still gets its secret checked: it is
+    # authenticated (then refused for lack of permission, not for the guesses).
+    other = Identity(300, "88.200.1/ADMIN")
+    assert (await admin_exchange(port, add, other, b"test-secret-200")).response_code == (
+        RC.INVALID_ADMIN)
 
 
 async def test_unknown_challenge_session(live_node: LiveNode, port: int):
