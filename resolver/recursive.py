@@ -14,9 +14,11 @@ site of ``P`` for ``P/S``, following RC 302 (service referral) the same way.
 
 Two caches: prefix → sites here (``prefix_cache``, TTLs of the HS_SITE
 values, with the decoded endpoints kept in the entry), records in the node's
-cache in front of the chain. Both coalesce concurrent misses, cache negative
-answers for the negative TTL, and serve stale entries for a bounded window
-when an upstream does not answer (``resolver.cache``). ``MAX_REFERRALS``
+cache in front of the chain. A prefix whose ``0.NA`` record names no site
+(delegated, homed nowhere) is a negative answer, like a missing one. Both
+caches coalesce concurrent misses, cache negative answers for the negative
+TTL, and serve stale entries for a bounded window when an upstream does not
+answer (``resolver.cache``). ``MAX_REFERRALS``
 bounds the hops of one resolution, so referral loops end (RC 6 when hit).
 """
 
@@ -97,7 +99,10 @@ class RecursiveResolver:
             site_values = [HandleValue(v.index, HS_SITE, v.data, ttl=v.ttl,
                                        ttl_absolute=v.ttl_absolute) for v in referral]
         if not site_values:
-            raise UpstreamUnavailable(f"no site serves {na_handle[len(PREFIX_NA) + 1:]}")
+            # Delegated but homed nowhere (yet): no server holds its handles. A
+            # negative answer, cached like one, so that asking again does not send
+            # every request to the top-level (an error would not be cached).
+            return RC.HANDLE_NOT_FOUND, None
         return RC.SUCCESS, tuple(site_values)
 
     async def _resolve_at(self, sites: Sequence[Endpoint], handle: str, depth: int) -> Resolution:

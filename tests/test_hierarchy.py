@@ -302,10 +302,16 @@ async def test_unhoming_removes_the_site_and_resolution_stops(tmp_path: Path) ->
         assert status == 200 and set(_values(body)) == {"HS_ADMIN"}
         status, body, _ = await h.get(h.top, f"0.NA/{ENTERPRISE}")
         assert (status, body["responseCode"]) == (404, RC.HANDLE_NOT_FOUND)
-        # A recursive node that never cached the site finds no server for the prefix.
+        # A recursive node that never cached the site finds no server for the
+        # prefix: not found, and that answer is cached like any negative one.
+        upstream = h.recursive.node.upstream
+        assert upstream is not None
         status, body, _ = await h.get(h.recursive, f"{INDUSTRY}/PART-1")
-        assert (status, body["responseCode"]) == (500, RC.ERROR)
-        assert "no site serves 88.118" in body["message"]
+        assert (status, body["responseCode"]) == (404, RC.HANDLE_NOT_FOUND)
+        asked = upstream.requests
+        status, body, _ = await h.get(h.recursive, f"{INDUSTRY}/PART-2")
+        assert (status, body["responseCode"]) == (404, RC.HANDLE_NOT_FOUND)
+        assert upstream.requests == asked  # the prefix's negative answer, from the cache
 
 
 def test_unhome_command_reports_an_unreachable_top_level(capsys: pytest.CaptureFixture[str]
