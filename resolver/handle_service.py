@@ -58,6 +58,7 @@ from resolver.authz import may_read_private
 from resolver.handle_site import SITE_SERIAL
 from resolver.node import Node
 from resolver.throttle import TooManyAttempts
+from resolver.upstream import arrived_recursion
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,17 @@ class HandleService:
         ``peer``: the client's address, which failed challenge answers are counted
         against (with the identity), as failed HTTP logins are.
         """
+        # Queries this request makes upstream carry its recursion count on.
+        recursion = arrived_recursion.set(msg.recursion_count)
+        try:
+            return await self._answer(env, msg, admin_interface, cache_key, peer)
+        finally:
+            arrived_recursion.reset(recursion)
+
+    async def _answer(
+        self, env: Envelope, msg: Message, admin_interface: bool, cache_key: bytes | None,
+        peer: str,
+    ) -> bytes:
         now = int(self._clock())
         refusal = interface_refusal(msg.op_code, queries=True, admin=admin_interface)
         if refusal is not None:

@@ -27,23 +27,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from protocol.codes import RC
-from protocol.errors import HandleError
 from protocol.handle_wire import ErrorBody, ReferralBody, ValuesBody
 from protocol.identifier import PREFIX_NA, Handle, prefix_handle
 from protocol.values import HS_SERV, HS_SITE, HS_SITE_PREFIX, HandleValue
 from resolver.cache import Resolution, ResolutionCache
-from resolver.upstream import Endpoint, HandleUpstream, UpstreamUnavailable, endpoints, sites_of
+from resolver.upstream import (
+    Endpoint,
+    HandleUpstream,
+    RecursionTooDeep,
+    UpstreamUnavailable,
+    endpoints,
+    sites_of,
+)
 
 MAX_REFERRALS = 4
 _ENDPOINTS = "endpoints"  # the prefix-cache entry's decoded sites
 
 # Codes a site answers about the handle itself: passed on and cached (briefly if negative).
 _ANSWERS = frozenset({RC.HANDLE_NOT_FOUND, RC.INVALID_HANDLE, RC.SERVER_NOT_RESP})
-
-
-class RecursionTooDeep(HandleError):
-    def __init__(self, handle: str) -> None:
-        super().__init__(f"Too many referrals resolving {handle}", RC.RECURSION_COUNT_TOO_HIGH)
 
 
 class RecursiveResolver:
@@ -128,7 +129,7 @@ class RecursiveResolver:
             if rc in (RC.SERVICE_REFERRAL, RC.PREFIX_REFERRAL) and isinstance(body, ReferralBody):
                 depth += 1
                 if depth > MAX_REFERRALS:
-                    raise RecursionTooDeep(handle)
+                    raise RecursionTooDeep(f"Too many referrals resolving {handle}")
                 prefix_referral = rc == RC.PREFIX_REFERRAL
                 wanted = HS_SITE_PREFIX if prefix_referral else HS_SITE
                 named = tuple(v for v in body.values or () if v.type.upper() == wanted)
@@ -140,5 +141,7 @@ class RecursiveResolver:
                 continue
             if rc in _ANSWERS:
                 return RC(rc), None, referral
+            if rc == RC.RECURSION_COUNT_TOO_HIGH:  # passed on, not retried elsewhere
+                raise RecursionTooDeep(f"Recursion count too high resolving {handle}")
             message = body.message if isinstance(body, ErrorBody) else ""
             raise UpstreamUnavailable(f"RC {rc} {message}".strip())

@@ -11,6 +11,13 @@ recursive cache turns into a stale answer when it has one.
 Which server of a site: sites here have one server each; with several, the
 first that has a query interface is asked (Handle.Net hashes the handle to
 choose one; idnode sites never split a prefix across servers).
+
+Recursion count (RFC 3652, the message header's count of servers a request
+has passed through): a query sent upstream carries the count its own request
+arrived with, plus one (``arrived_recursion``, set by the binary front end).
+Past ``MAX_RECURSION_COUNT`` the node answers RC 6 instead of asking, so
+recursive nodes that name each other as sites (a wrong or hostile HS_SITE)
+cannot pass one request round for ever.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import asyncio
 import os
 import time
 from collections.abc import Container, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from protocol.codes import RC
@@ -41,6 +49,10 @@ from protocol.values import HS_SITE, HS_SITE_PREFIX, HandleValue
 
 UDP_ATTEMPTS = 2  # sends before giving up on UDP (Handle.Net's resolver retries too)
 MAX_INFLIGHT = 65_536
+MAX_RECURSION_COUNT = 8  # hops a resolution may take through recursive servers
+
+# The recursion count of the request being answered (0 for HTTP and direct clients).
+arrived_recursion: ContextVar[int] = ContextVar("arrived_recursion", default=0)
 
 
 class UpstreamUnavailable(HandleError):
@@ -48,6 +60,13 @@ class UpstreamUnavailable(HandleError):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"Upstream unavailable: {message}", RC.ERROR)
+
+
+class RecursionTooDeep(HandleError):
+    """Too many servers or referrals for one resolution (RC 6)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, RC.RECURSION_COUNT_TOO_HIGH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +119,11 @@ def sites_of(values: Iterable[HandleValue], *, prefix_referral: bool = False) ->
     return sites
 
 
-def resolution_packet(handle: str, request_id: int) -> bytes:
+def resolution_packet(handle: str, request_id: int, recursion_count: int = 1) -> bytes:
     """A public-only RESOLUTION asking for the whole record."""
     message = Message(OpCode.RESOLUTION, 0, FLAG_PUBL | FLAG_RECU,
-                      ResolutionRequest(handle, (), ()), expiration=int(time.time()))
+                      ResolutionRequest(handle, (), ()), recursion_count=recursion_count,
+                      expiration=int(time.time()))
     return encode_packet(Envelope(request_id=request_id), message)
 
 
@@ -157,24 +177,27 @@ class HandleUpstream:
 
     async def resolve(self, sites: Iterable[Endpoint], handle: str) -> Message:
         """The first answer of ``sites`` (in order) to a resolution of ``handle``."""
+        recursion = arrived_recursion.get() + 1
+        if recursion > MAX_RECURSION_COUNT:
+            raise RecursionTooDeep(f"Recursion count too high resolving {handle}")
         problems = []
         for endpoint in sites:
             self.requests += 1
             try:
-                return await self._ask(endpoint, handle)
+                return await self._ask(endpoint, handle, recursion)
             except (OSError, TimeoutError, HandleProtocolError) as exc:
                 self.failures += 1
                 problems.append(f"{endpoint.host}:{endpoint.port} {exc or type(exc).__name__}")
         raise UpstreamUnavailable("; ".join(problems) or "no query interface")
 
-    async def _ask(self, endpoint: Endpoint, handle: str) -> Message:
+    async def _ask(self, endpoint: Endpoint, handle: str, recursion: int) -> Message:
         if endpoint.udp and self._udp is not None and self._transport is not None:
-            reply = await self._ask_udp(endpoint, handle)
+            reply = await self._ask_udp(endpoint, handle, recursion)
             if reply is not None:
                 return decode_response(reply)[1]
-        return await self._ask_tcp(endpoint, handle)
+        return await self._ask_tcp(endpoint, handle, recursion)
 
-    async def _ask_udp(self, endpoint: Endpoint, handle: str) -> bytes | None:
+    async def _ask_udp(self, endpoint: Endpoint, handle: str, recursion: int) -> bytes | None:
         assert self._udp is not None and self._transport is not None
         waiting = self._udp.waiting
         if len(waiting) >= MAX_INFLIGHT:
@@ -182,7 +205,7 @@ class HandleUpstream:
         request_id = self._new_request_id(waiting)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         waiting[request_id] = (future, (endpoint.host, endpoint.port))
-        packet = resolution_packet(handle, request_id)
+        packet = resolution_packet(handle, request_id, recursion)
         try:
             for _ in range(UDP_ATTEMPTS):
                 self._transport.sendto(packet, (endpoint.host, endpoint.port))
@@ -202,8 +225,8 @@ class HandleUpstream:
             if request_id and request_id not in waiting:
                 return request_id
 
-    async def _ask_tcp(self, endpoint: Endpoint, handle: str) -> Message:
-        packet = resolution_packet(handle, 1)
+    async def _ask_tcp(self, endpoint: Endpoint, handle: str, recursion: int) -> Message:
+        packet = resolution_packet(handle, 1, recursion)
         async with asyncio.timeout(self.timeout):
             reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
             try:

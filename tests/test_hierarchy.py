@@ -18,12 +18,30 @@ import aiohttp
 import pytest
 
 from protocol.codes import RC
+from protocol.handle_envelope import Envelope
+from protocol.handle_wire import (
+    FLAG_PUBL,
+    FLAG_RECU,
+    Message,
+    OpCode,
+    ResolutionRequest,
+    decode_request,
+    decode_response,
+    encode_error_reply,
+    encode_packet,
+)
 from protocol.site_info import decode_site
 from protocol.values import HS_SITE, HS_SITE_PREFIX, HandleValue
 from resolver import admin_tasks
 from resolver.config import NodeConfig
 from resolver.handle_client import resolve_tcp, resolve_udp
 from resolver.server import RunningNode
+from resolver.upstream import (
+    MAX_RECURSION_COUNT,
+    Endpoint,
+    HandleUpstream,
+    arrived_recursion,
+)
 
 INDUSTRY = "88.118"
 ENTERPRISE = "88.118.1"
@@ -207,6 +225,70 @@ async def test_recursive_coalesces_concurrent_misses(tmp_path: Path) -> None:
         assert {status for status, _, _ in replies} == {200}
         # 0.NA/88.118.1 at the top (303) and at the secondary, then the record.
         assert upstream.requests - before == 3
+
+
+async def _resolve_counted(port: int, handle: str, recursion: int) -> int:
+    """The RC a node answers a UDP resolution that has passed ``recursion`` servers."""
+    message = Message(OpCode.RESOLUTION, 0, FLAG_PUBL | FLAG_RECU,
+                      ResolutionRequest(handle, (), ()), recursion_count=recursion)
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[bytes] = loop.create_future()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not reply.done():
+                reply.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", port))
+    try:
+        transport.sendto(encode_packet(Envelope(request_id=5), message))
+        return decode_response(await asyncio.wait_for(reply, 5))[1].response_code
+    finally:
+        transport.close()
+
+
+async def test_recursion_count_is_passed_on_and_bounded(tmp_path: Path) -> None:
+    """A request that has passed too many servers is refused (RC 6), not forwarded."""
+    async with hierarchy(tmp_path) as h:
+        upstream = h.recursive.node.upstream
+        assert upstream is not None
+        port = h.recursive.handle_port
+        asked = upstream.requests
+        rc = await _resolve_counted(port, f"{INDUSTRY}/PART-1", MAX_RECURSION_COUNT)
+        assert rc == RC.RECURSION_COUNT_TOO_HIGH and upstream.requests == asked
+        # Not cached as an answer: with room left it resolves.
+        assert await _resolve_counted(port, f"{INDUSTRY}/PART-1", 3) == RC.SUCCESS
+
+
+async def test_upstream_queries_carry_the_arrived_count_plus_one() -> None:
+    seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Peer(asyncio.DatagramProtocol):
+        """A server that notes the count a query arrives with and says not found."""
+
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr) -> None:
+            env, msg = decode_request(data)
+            if not seen.done():
+                seen.set_result(msg.recursion_count)
+            self.transport.sendto(encode_error_reply(env, msg, RC.HANDLE_NOT_FOUND, "", now=0),
+                                  addr)
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    upstream = HandleUpstream(timeout=2)
+    await upstream.start()
+    token = arrived_recursion.set(3)
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        reply = await upstream.resolve([Endpoint("127.0.0.1", port, udp=True)], "88.1/x")
+        assert reply.response_code == RC.HANDLE_NOT_FOUND and await seen == 4
+    finally:
+        arrived_recursion.reset(token)
+        await upstream.stop()
+        transport.close()
 
 
 async def test_recursive_serves_stale_while_the_secondary_is_down(tmp_path: Path) -> None:
