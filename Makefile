@@ -37,7 +37,6 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy protocol registry resolver
-	$(BIN)/mypy protocol registry resolver
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.core --preload 100000
