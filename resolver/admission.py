@@ -5,72 +5,58 @@ Two signals, both O(1) to read per request:
 - ``inflight``: requests inside a handler (awaiting the writer queue, a
   password check, an upstream...). Past ``max_inflight`` a new one is refused
   instead of joining a queue whose wait nobody bounds.
-- event-loop lag: reads are answered inline on the loop (registry/sqlite_store),
-  so a CPU-bound overload shows as a loop that cannot get round to its timers,
-  not as requests waiting on something. A timer stamps the time every few ms;
-  a request that starts more than ``max_lag`` after the last stamp is being
-  handled that late (the loop is deep in a backlog) and is refused, which
-  drops the backlog's work until the loop is back on time. The check is one
-  clock read; it needs no history, so a lone stall (a GC pause, a stolen time
-  slice) refuses only the requests caught behind it.
+- wait: how long the request sat between its bytes being read and its
+  handler starting (resolver/arrival stamps the read). Reads are answered
+  inline on the event loop (registry/sqlite_store), so a CPU-bound overload
+  shows as requests queued for the loop, not inside handlers. One that waited
+  longer than ``max_wait`` is refused: the backlog's excess is dropped for the
+  price of a pre-built reply, and every admitted request has waited at most
+  ``max_wait`` (plus the kernel's socket queue, which the node cannot see).
+  It needs no history: a lone stall (a GC pause, a stolen time slice) refuses
+  only the requests caught behind it, and the next request read on time is
+  admitted again.
 
-Refusing costs a pre-built reply, a small fraction of a store lookup, so the
-node keeps answering (fast 503s) at twice its capacity instead of letting
-every reply wait. Cached resolves (the HTTP fast path, the UDP shortcut) are
-never refused: they are cheaper than the refusal.
+Refusing costs a small fraction of a store lookup, so the node keeps
+answering (fast 503s) at twice its capacity instead of letting every reply
+wait. Cached resolves (the HTTP fast path, the UDP shortcut) are never
+refused: they are cheaper than the refusal.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-import time
 from typing import Final
 
 from protocol import rest_json
 from protocol.codes import RC
 
 BUSY_BODY: Final = rest_json.error_reply(RC.SERVER_TOO_BUSY, None, "Server too busy")
-SAMPLE_SECONDS: Final = 0.005  # lag sampling period; ~200 wake-ups/s cost nothing measurable
 
 
 class Admission:
-    __slots__ = ("_clock", "_handle", "_stale_after", "inflight", "max_inflight", "max_lag",
-                 "shed")
+    __slots__ = ("inflight", "max_inflight", "max_wait", "shed")
 
-    def __init__(self, max_inflight: int, max_lag: float) -> None:
+    def __init__(self, max_inflight: int, max_wait: float) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be positive")
+        if max_wait < 0:
+            raise ValueError("max_wait must not be negative")
         self.max_inflight = max_inflight
-        self.max_lag = max_lag  # seconds; 0 turns lag shedding off
+        self.max_wait = max_wait if max_wait > 0 else float("inf")  # 0: wait shedding off
         self.inflight = 0
         self.shed = 0  # requests refused so far (metrics)
-        self._clock = time.perf_counter
-        self._stale_after = math.inf  # refuse requests starting after this (no timer: never)
-        self._handle: asyncio.TimerHandle | None = None
 
-    def refuse(self) -> bool:
-        """Whether a new request must be refused now; counts it if so."""
-        if self.inflight >= self.max_inflight or self._clock() > self._stale_after:
+    def refuse(self, waited: float) -> bool:
+        """Whether an HTTP request that waited ``waited`` s must be refused now (its
+        handler not entered yet); counts it if so."""
+        if waited > self.max_wait or self.inflight >= self.max_inflight:
             self.shed += 1
             return True
         return False
 
-    @property
-    def lagging(self) -> bool:
-        return self._clock() > self._stale_after
-
-    def start(self) -> None:
-        if self.max_lag > 0 and self._handle is None:
-            self._tick()
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self._stale_after = math.inf
-
-    def _tick(self) -> None:
-        # A plain callback, not a task: it runs in the loop pass where it is due.
-        self._stale_after = self._clock() + self.max_lag
-        self._handle = asyncio.get_running_loop().call_later(SAMPLE_SECONDS, self._tick)
+    def late(self, waited: float) -> bool:
+        """Whether a request that waited ``waited`` s is too late to answer (the binary
+        protocol's servers bound their own in-flight counts); counts it if so."""
+        if waited > self.max_wait:
+            self.shed += 1
+            return True
+        return False

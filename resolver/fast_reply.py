@@ -23,7 +23,7 @@ from aiohttp import web
 from resolver.cache.entry import exact_bytes
 
 _REASONS: Final = {200: b"OK", 300: b"Multiple Choices", 400: b"Bad Request",
-                   404: b"Not Found"}
+                   404: b"Not Found", 503: b"Service Unavailable"}
 _date_second = 0
 _date_line = b""
 

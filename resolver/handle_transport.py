@@ -14,6 +14,11 @@ reference server). Admin operations arrive here, and their challenge answers
 on a second connection. A cached anonymous resolution that arrives whole in the
 connection's first segment takes the stored-reply path (re-addressed); on a
 miss its full answer is stored for the next one.
+
+Overload: a request that is not a stored reply and waited longer than the
+node's ``--shed-lag`` between being read and being taken up by the event loop
+is refused (TCP: RC 3, server too busy) or dropped (UDP: the client retries),
+as over HTTP (resolver/admission); in-flight requests are bounded per transport.
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ class UdpServer(asyncio.DatagramProtocol):
         self._exact: dict[bytes, ExactReply] = {}
         self._peek = node.cache.peek
         self._inflight: set[asyncio.Future[None]] = set()
+        self._admission = node.admission
         self._fast = node.requests.route("udp", "resolve")
         self._slow = node.requests.route("udp", "other")
         self._resolved = node.usage.resolutions  # per prefix, for statistics upward
@@ -247,6 +253,9 @@ class UdpServer(asyncio.DatagramProtocol):
         return cached_reply(self.node, data, key)
 
     async def _answer(self, data: bytes, addr: Any, key: bytes | None, start: float) -> None:
+        if self._admission.late(time.perf_counter() - start):
+            self.dropped += 1  # waited too long for the loop: the client retries (or tries TCP)
+            return
         try:
             reply = await answer_packet(self.service, data, admin_interface=False, cache_key=key,
                                         peer=peer_address(addr))
@@ -334,15 +343,18 @@ class TcpServer(asyncio.Protocol):
             return
         if event is NEED_DATA or event is CLOSED:
             return
-        if len(self._inflight) >= MAX_INFLIGHT_TCP or self._admission.lagging:
+        if len(self._inflight) >= MAX_INFLIGHT_TCP:
             self._admission.shed += 1
-            busy = HandleProtocolError("Server too busy", RC.SERVER_TOO_BUSY,
-                                       op_code=int(event[1].op_code))  # type: ignore[index]
-            self._reply(encode_early_error(busy, now=int(time.time())))
+            self._busy(event[1])  # type: ignore[index]
             return
-        self._task = asyncio.ensure_future(self._answer(event))  # type: ignore[arg-type]
+        read_at = time.perf_counter()  # its wait for the loop starts now (resolver/admission)
+        self._task = asyncio.ensure_future(self._answer(event, read_at))  # type: ignore[arg-type]
         self._inflight.add(self._task)
         self._task.add_done_callback(self._inflight.discard)
+
+    def _busy(self, msg: Any) -> None:
+        busy = HandleProtocolError("Server too busy", RC.SERVER_TOO_BUSY, op_code=int(msg.op_code))
+        self._reply(encode_early_error(busy, now=int(time.time())))
 
     def eof_received(self) -> bool | None:
         if self._task is None:
@@ -357,9 +369,12 @@ class TcpServer(asyncio.Protocol):
         if self._idle is not None:
             self._idle.cancel()
 
-    async def _answer(self, packet: tuple[Any, Any]) -> None:
+    async def _answer(self, packet: tuple[Any, Any], read_at: float) -> None:
         start = time.perf_counter()
         env, msg = packet
+        if self._admission.late(start - read_at):
+            self._busy(msg)
+            return
         try:
             reply = await self.service.answer(env, msg, admin_interface=True,
                                               cache_key=self._cache_key, peer=self._peer())

@@ -24,8 +24,8 @@ from protocol.errors import HandleError, HandleNotFound, InvalidHandle, NotRespo
 from resolver import admin_api, openapi
 from resolver.admin_api import ADMIN_PATH, AdminApi
 from resolver.admission import BUSY_BODY
-from resolver.fast_reply import eligible
-from resolver.http_common import JSON_HEADERS, error_response, json_bytes
+from resolver.fast_reply import PreEncodedResponse, eligible
+from resolver.http_common import JSON_HEADERS, JSON_TYPE, error_response, json_bytes
 from resolver.metrics import RouteLatency
 from resolver.node import Node
 from resolver.proxy import proxy_resolve
@@ -93,9 +93,10 @@ class HttpFrontend:
                 return web.Response(body=reply.body, status=reply.status,
                                     headers={**JSON_HEADERS, **reply.headers})
         admission = self._admission
-        if path not in _NEVER_SHED and admission.refuse():
+        # Waited since its bytes were read (resolver/arrival): past the bound, refused.
+        if path not in _NEVER_SHED and admission.refuse(start - getattr(request, "arrived", start)):
             self._shed_stats.observe(503, time.perf_counter() - start)
-            return web.Response(body=BUSY_BODY, status=503, headers=_BUSY_HEADERS)
+            return self._busy(request, method)
         admission.inflight += 1
         try:
             stats, response = await self._dispatch(request, path, method)
@@ -103,6 +104,12 @@ class HttpFrontend:
             admission.inflight -= 1
         stats.observe(response.status, time.perf_counter() - start)
         return response
+
+    def _busy(self, request: web.BaseRequest, method: str) -> web.StreamResponse:
+        """503, RC 3, Retry-After: 1; pre-encoded where the fast path's would be."""
+        if self._raw_replies and eligible(request):
+            return _BUSY_HEAD if method == "HEAD" else _BUSY  # type: ignore[return-value]
+        return web.Response(body=BUSY_BODY, status=503, headers=_BUSY_HEADERS)
 
     async def _dispatch(
         self, request: web.BaseRequest, path: str, method: str
@@ -221,6 +228,8 @@ class HttpFrontend:
 _READS = frozenset({"GET", "HEAD"})
 _NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})  # watching an overload must work
 _BUSY_HEADERS = {**JSON_HEADERS, "Retry-After": "1"}
+_BUSY = PreEncodedResponse(BUSY_BODY, 503, JSON_TYPE, {"Retry-After": "1"})
+_BUSY_HEAD = PreEncodedResponse(b"", 503, JSON_TYPE, {"Retry-After": "1"})
 RestRoute = Callable[[RestApi, web.BaseRequest, str], Awaitable[web.StreamResponse]]
 
 

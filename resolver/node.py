@@ -204,7 +204,6 @@ class Node:
         await self.reported.load(self.store)
         await self.external_writes.start()
         self._refresher = asyncio.create_task(self._refresh_homed_forever())
-        self.admission.start()
         if self.config.stats_upstream:
             self.reporter = stats_reporter(self.config, self.usage)
             await self.reporter.start()
@@ -212,7 +211,6 @@ class Node:
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
-        self.admission.stop()
         if self.upstream is not None:
             await self.upstream.stop()
         if self.reporter is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol.handle_wire import SiteInfoReply
+from resolver.arrival import StampedRequest, StampingServer
 from resolver.auth import Identity
 from resolver.config import NodeConfig
 from resolver.handle_service import HandleService
@@ -50,10 +51,12 @@ class RunningNode:
         def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any
                          ) -> web.BaseRequest:
             # aiohttp's default factory fixes client_max_size at 1 MiB.
-            return web.BaseRequest(message, payload, protocol, writer, task, loop,
-                                   client_max_size=max_body)
+            request = StampedRequest(message, payload, protocol, writer, task, loop,
+                                     client_max_size=max_body)
+            request.arrived = protocol.take_arrival()  # for admission (resolver/arrival)
+            return request
 
-        server = web.Server(
+        server = StampingServer(
             self.frontend.handle,
             request_factory=make_request,
             # No access log unless asked: it halves throughput.

@@ -53,8 +53,8 @@ async def init_store(path: Path) -> None:
 async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
     store_path = tmp_path / "node.db"
     await init_store(store_path)
-    # No event-loop-lag shedding: these tests' clients share the node's loop, so
-    # its lag would measure their own work (tests/test_overload.py turns it on).
+    # No wait shedding: these tests' clients share the node's loop, so a request
+    # would wait on their own work (tests/test_overload.py turns it on).
     running = RunningNode(NodeConfig(store=str(store_path), port=0, handle_port=0, shed_lag=0))
     await running.start()
     session = aiohttp.ClientSession()
