@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.processes import cpu_seconds, free_port, idnode, listening
+from bench.processes import free_port, group_cpu_seconds, idnode, listening
 from bench.wrk_load import require_wrk, run_wrk
 from protocol.identifier import parse_prefix
 
@@ -58,13 +58,24 @@ def lua_random_get(prefixes: list[str], count: int, serials: int | None, seed: i
 
 def rss(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM (its peak), RssAnon (private memory) and RssFile (mapped file
-    pages, e.g. the store with --sqlite-mmap: the OS's page cache) in bytes."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            fields[name] = int(value.split()[0]) * 1024
+    pages, e.g. the store with --sqlite-mmap: the OS's page cache) in bytes,
+    summed over the node's processes (its workers, if several)."""
+    fields = dict.fromkeys(("VmRSS", "VmHWM", "RssAnon", "RssFile"), 0)
+    for member in group_cpu_seconds(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue  # exited while we looked
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name in fields:
+                fields[name] += int(value.split()[0]) * 1024
     return fields
+
+
+def node_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of the node: its process group (started in a session of its own)."""
+    return sum(group_cpu_seconds(pid).values()) or None
 
 
 def cached_share(paths: list[Path]) -> float | None:
@@ -90,6 +101,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--hot-set", type=int, default=1000)
     parser.add_argument("--cache-size", default="256M", help="the node's --cache-size")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the node's --workers (CPU and RSS are summed over them)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sqlite-mmap", default=None,
                         help="the node's --sqlite-mmap (e.g. 32G); default: the node's (off)")
@@ -105,11 +118,13 @@ def main() -> None:
         "store": str(args.store), "count": args.count, "prefixes": prefixes,
         "store_bytes": sum(p.stat().st_size for p in files),
         "seconds": args.seconds, "connections": args.connections, "hot_set": args.hot_set,
-        "cache_size": args.cache_size, "sqlite_mmap": args.sqlite_mmap, "cpu_count": os.cpu_count(),
+        "cache_size": args.cache_size, "workers": args.workers,
+        "sqlite_mmap": args.sqlite_mmap, "cpu_count": os.cpu_count(),
         "load_before": os.getloadavg(), "os_cached_before": cached_share(files),
     }
     argv = idnode("serve", "--store", str(args.store), "--port", str(port),
                   "--no-handle-protocol", "--cache-size", args.cache_size,
+                  "--workers", str(args.workers),
                   "--log-level", "WARNING",
                   *(("--sqlite-mmap", args.sqlite_mmap) if args.sqlite_mmap else ()))
     with listening(argv, port, work / "node.log") as node:
@@ -128,10 +143,10 @@ def main() -> None:
         run_wrk(url, work / "hot.lua", seconds=warm_seconds, connections=args.connections,
                 cpu=None)
         for name in ("hot", "cold"):
-            t0, cpu0 = time.time(), cpu_seconds(node.pid)
+            t0, cpu0 = time.time(), node_cpu_seconds(node.pid)
             run = run_wrk(url, work / f"{name}.lua", seconds=args.seconds,
                           connections=args.connections, cpu=None)
-            cpu1 = cpu_seconds(node.pid)
+            cpu1 = node_cpu_seconds(node.pid)
             requests = run.requests_per_second * args.seconds
             measured: dict[str, Any] = {
                 "requests_per_second": run.requests_per_second, "non_2xx": run.non_2xx,

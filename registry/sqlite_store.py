@@ -360,10 +360,17 @@ class SQLiteStore(Store):
     # hop costs more than the work, so reads stay inline; the cost is that a
     # page missing from the OS cache blocks the loop for one disk read.
     async def get(self, key: str) -> Record | None:
-        self._check_open()
-        assert self._reader is not None
+        return self.get_now(key)
+
+    def inline_reader(self) -> Callable[[str], Record | None]:
+        return self.get_now
+
+    def get_now(self, key: str) -> Record | None:
+        """``get`` without the coroutine: the node's resolve path calls it directly."""
+        if self._state != "open":
+            self._check_open()
         try:  # not _mapped_errors(): a generator context manager costs ~1 us here
-            row = self._reader.execute(_GET, (key,)).fetchone()
+            row = self._reader.execute(_GET, (key,)).fetchone()  # type: ignore[union-attr]
         except sqlite3.Error as exc:
             raise _map_sqlite_error(exc) from exc
         return None if row is None else _decode_stored(key, row[0])

@@ -18,7 +18,7 @@ order. Removing every value leaves an empty record, not a deleted handle.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from protocol.codes import RC
@@ -145,6 +145,13 @@ class Store(ABC):
     @abstractmethod
     async def get(self, key: str) -> Record | None:
         """The record, or None when the handle does not exist."""
+
+    def inline_reader(self) -> Callable[[str], Record | None] | None:
+        """``get`` as a plain function, for a backend whose reads never wait on
+        anything but the disk (SQLite reads inline on the event loop thread):
+        a caller then skips the coroutine and task around each lookup. None
+        (the default) where a read awaits a server."""
+        return None
 
     @abstractmethod
     async def create(self, key: str, values: Sequence[HandleValue]) -> None:

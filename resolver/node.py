@@ -132,7 +132,7 @@ class Node:
                     stale_on=(UpstreamUnavailable,),
                 ),
             )
-        self._lookup = chain_for_role(
+        self._lookup, lookup_now = chain_for_role(
             config.role, store=self.store, homed=self.homed,
             forward=self.recursive.resolve if self.recursive else None,
         )
@@ -141,6 +141,8 @@ class Node:
             _redis_tier(config.redis, config, self.cache) if config.redis else None
         )
         self._load = self._timed_lookup if self.redis is None else self._shared_lookup
+        # Inline lookups (SQLite, no Redis tier): a miss costs no task or await.
+        self._lookup_now = lookup_now if self.redis is None else None
         # Writes reach every cache before they are acknowledged: sibling
         # workers and other nodes through ``peers`` (and Redis).
         tiers = [*peers, self.redis] if self.redis is not None else list(peers)
@@ -235,7 +237,19 @@ class Node:
         return text.upper()
 
     async def resolve(self, handle: Handle) -> CacheEntry:
+        if self._lookup_now is not None:
+            entry = self.cache.get_now(handle.key, lambda: self._timed_lookup_now(handle))
+            if entry is not None:
+                return entry
         return await self.cache.get(handle.key, lambda: self._load(handle))
+
+    def _timed_lookup_now(self, handle: Handle) -> Resolution:
+        assert self._lookup_now is not None
+        start = time.perf_counter()
+        try:
+            return self._lookup_now(handle)
+        finally:
+            self.store_latency.labels("get").observe(time.perf_counter() - start)
 
     async def _shared_lookup(self, handle: Handle) -> Resolution:
         assert self.redis is not None

@@ -29,7 +29,7 @@ from protocol.values import AdminPerm, HandleValue, filter_values
 from resolver.auth import AuthenticationNeeded, Identity
 from resolver.authz import admin_records, authorise, may_read_private
 from resolver.cache import CacheEntry, ResolutionCache
-from resolver.fast_reply import PreEncodedResponse
+from resolver.fast_reply import PreEncodedResponse, eligible
 from resolver.http_common import (
     JSON_HEADERS,
     JSON_TYPE,
@@ -70,6 +70,16 @@ def cached_reply(cache: ResolutionCache, entry: CacheEntry, text: str) -> PreEnc
     )
 
 
+def reply_response(
+    request: web.BaseRequest, reply: PreEncodedResponse, *, raw: bool
+) -> web.StreamResponse:
+    """``reply`` itself where its pre-built bytes fit (``raw``: no access log), else a copy."""
+    if raw and eligible(request):
+        return reply  # type: ignore[return-value]  # duck-typed, see fast_reply
+    return web.Response(body=reply.body, status=reply.status,
+                        headers={**JSON_HEADERS, **reply.headers})
+
+
 def unfiltered_reply(entry: CacheEntry, text: str) -> bytes:
     """The body of an anonymous, unfiltered resolve of ``entry`` echoing ``text``."""
     if entry.rc in REFERRALS:
@@ -86,6 +96,8 @@ def unfiltered_reply(entry: CacheEntry, text: str) -> bytes:
 class RestApi:
     def __init__(self, node: Node) -> None:
         self.node = node
+        # Pre-built replies skip aiohttp's response object, and so its access log.
+        self._raw_replies = not node.config.access_log
 
     # -- credentials -------------------------------------------------------
 
@@ -107,7 +119,13 @@ class RestApi:
 
     # -- GET/HEAD/POST /api/handles/{handle} ----------------------------------
 
-    async def get_handle(self, request: web.BaseRequest, text: str) -> web.Response:
+    async def get_handle(self, request: web.BaseRequest, text: str) -> web.StreamResponse:
+        if (
+            request.method == "GET"
+            and "?" not in request.raw_path
+            and "Authorization" not in request.headers
+        ):
+            return await self._resolve_anonymous(request, text)
         query = request.query
         if request.method == "POST" and request.content_type == "application/json":
             query = await _json_params(request, query)
@@ -143,6 +161,16 @@ class RestApi:
                 else rest_json.values_not_found_reply(text)
             )
         return _render(body, query, stale=entry.stale)
+
+    async def _resolve_anonymous(self, request: web.BaseRequest, text: str) -> web.StreamResponse:
+        """``get_handle`` without parameters or credentials: the reply a cache hit
+        gets (``cached_reply``), kept in the entry, so the next request is a hit."""
+        entry = await self.node.resolve(self.node.parse(text))
+        self.node.usage.resolutions[entry.prefix] += 1
+        if entry.values is None and entry.rc not in REFERRALS:
+            raise _entry_error(entry)
+        return reply_response(request, cached_reply(self.node.cache, entry, text),
+                              raw=self._raw_replies)
 
     # -- PUT /api/handles/{handle} -------------------------------------------
 

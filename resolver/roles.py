@@ -1,7 +1,7 @@
 """Resolution chains, one per role, built once at startup.
 
-A stage is ``async def stage(handle, next) -> Resolution``: it answers, or
-passes the handle on to ``next``. The cache sits in front of every chain (see
+A stage reads records and answers, or passes the handle on to the next stage
+(``Reads`` below says how it reads). The cache sits in front of every chain (see
 ``Node.resolve``); what stands behind it depends on the role:
 
     top-level:  prefix records (``0.NA/*``, referral to the parent's
@@ -16,51 +16,70 @@ values (HS_SITE / HS_SITE.PREFIX); transports send them as Handle does.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 
 from protocol.codes import RC
 from protocol.identifier import PREFIX_NA, Handle, parent_prefixes, prefix_handle
 from protocol.values import HS_SITE_PREFIX
-from registry.store import Store
+from registry.store import Record, Store
 from resolver.cache import Resolution
 
 Lookup = Callable[[Handle], Awaitable[Resolution]]
-Stage = Callable[[Handle, Lookup], Awaitable[Resolution]]
+LookupNow = Callable[[Handle], Resolution]
+# A stage of a store-backed role, written once for both kinds of store: a
+# generator that yields each key it reads, is sent that key's record, and
+# returns its answer, or None to pass the handle on to the next stage. The
+# node runs the chain inline on a store that reads without waiting (SQLite:
+# no coroutine or task per lookup), or awaiting each read (PostgreSQL).
+Reads = Generator[str, Record | None, Resolution | None]
+Stage = Callable[[Handle], Reads]
 
 ROLES = ("secondary", "top-level", "recursive")
 # The value type of a parent prefix record that refers derived prefixes elsewhere
 # (HS_SERV.PREFIX, a service handle for them, is not supported).
 PREFIX_REFERRAL_TYPES = frozenset({HS_SITE_PREFIX})
+NOT_RESPONSIBLE: Resolution = (RC.SERVER_NOT_RESP, None)
 
 
-def build_chain(stages: Sequence[Stage], last: Lookup) -> Lookup:
-    lookup = last
-    for stage in reversed(stages):
-        lookup = _bind(stage, lookup)
-    return lookup
+def run_now(stages: Sequence[Stage], handle: Handle, get: Callable[[str], Record | None]
+            ) -> Resolution:
+    """The chain's answer, reading through ``get`` inline."""
+    for stage in stages:
+        reads = stage(handle)
+        try:
+            key = next(reads)
+            while True:
+                key = reads.send(get(key))
+        except StopIteration as done:
+            if done.value is not None:
+                return done.value  # type: ignore[no-any-return]
+    return NOT_RESPONSIBLE
 
 
-def _bind(stage: Stage, next_lookup: Lookup) -> Lookup:
-    async def lookup(handle: Handle) -> Resolution:
-        return await stage(handle, next_lookup)
+async def run_awaiting(stages: Sequence[Stage], handle: Handle, store: Store) -> Resolution:
+    """The chain's answer, awaiting each read of ``store``."""
+    for stage in stages:
+        reads = stage(handle)
+        try:
+            key = next(reads)
+            while True:
+                key = reads.send(await store.get(key))
+        except StopIteration as done:
+            if done.value is not None:
+                return done.value  # type: ignore[no-any-return]
+    return NOT_RESPONSIBLE
 
-    return lookup
 
-
-async def not_responsible(handle: Handle) -> Resolution:
-    return RC.SERVER_NOT_RESP, None
-
-
-def local_store_stage(store: Store, homed: set[str]) -> Stage:
+def local_store_stage(homed: set[str]) -> Stage:
     """Answers handles under the prefixes homed here (and their ``0.NA/`` records)."""
 
-    async def local_store(handle: Handle, next: Lookup) -> Resolution:
+    def local_store(handle: Handle) -> Reads:
         prefix = handle.prefix_key
         if prefix == PREFIX_NA:
             prefix = handle.suffix.upper()
         if prefix not in homed:
-            return await next(handle)
-        values = await store.get(handle.key)
+            return None
+        values = yield handle.key
         if values is None:
             if handle.prefix_key == PREFIX_NA:
                 # Homed without a record (``prefix add`` without --admin): the
@@ -73,7 +92,7 @@ def local_store_stage(store: Store, homed: set[str]) -> Stage:
     return local_store
 
 
-def prefix_records_stage(store: Store) -> Stage:
+def prefix_records(handle: Handle) -> Reads:
     """The top-level's ``0.NA/<prefix>`` records, with referrals for derived prefixes.
 
     ``0.NA/88.118.5`` not held here: the longest parent held (``0.NA/88.118``)
@@ -81,39 +100,43 @@ def prefix_records_stage(store: Store) -> Stage:
     referral) carrying them, as Handle.Net's global service does; a parent
     without them, or no parent at all, makes it RC 100.
     """
-
-    async def prefix_records(handle: Handle, next: Lookup) -> Resolution:
-        if handle.prefix_key != PREFIX_NA:
-            return await next(handle)
-        values = await store.get(handle.key)
-        if values is not None:
-            return RC.SUCCESS, values
-        for parent in parent_prefixes(handle.suffix)[1:]:
-            parent_values = await store.get(prefix_handle(parent))
-            if parent_values is None:
-                continue
-            referral = tuple(v for v in parent_values
-                             if v.type.upper() in PREFIX_REFERRAL_TYPES and v.public_read)
-            if referral:
-                return RC.PREFIX_REFERRAL, referral
-            break
-        return RC.HANDLE_NOT_FOUND, None
-
-    return prefix_records
+    if handle.prefix_key != PREFIX_NA:
+        return None
+    values = yield handle.key
+    if values is not None:
+        return RC.SUCCESS, values
+    for parent in parent_prefixes(handle.suffix)[1:]:
+        parent_values = yield prefix_handle(parent)
+        if parent_values is None:
+            continue
+        referral = tuple(v for v in parent_values
+                         if v.type.upper() in PREFIX_REFERRAL_TYPES and v.public_read)
+        if referral:
+            return RC.PREFIX_REFERRAL, referral
+        break
+    return RC.HANDLE_NOT_FOUND, None
 
 
 def chain_for_role(
     role: str, *, store: Store, homed: set[str], forward: Lookup | None = None
-) -> Lookup:
-    """The role's chain; ``forward`` is the recursive role's upstream stage."""
-    if role == "secondary":
-        return build_chain([local_store_stage(store, homed)], not_responsible)
-    if role == "top-level":
-        return build_chain(
-            [prefix_records_stage(store), local_store_stage(store, homed)], not_responsible
-        )
+) -> tuple[Lookup, LookupNow | None]:
+    """The role's chain, awaiting, and inline where the store reads inline (else None);
+    ``forward`` is the recursive role's upstream stage."""
     if role == "recursive":
         if forward is None:
             raise ValueError("The recursive role needs an upstream (--top-level)")
-        return forward
-    raise ValueError(f"Unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        return forward, None
+    if role == "secondary":
+        stages: tuple[Stage, ...] = (local_store_stage(homed),)
+    elif role == "top-level":
+        stages = (prefix_records, local_store_stage(homed))
+    else:
+        raise ValueError(f"Unknown role {role!r}; expected one of {', '.join(ROLES)}")
+
+    async def lookup(handle: Handle) -> Resolution:
+        return await run_awaiting(stages, handle, store)
+
+    get = store.inline_reader()
+    if get is None:
+        return lookup, None
+    return lookup, lambda handle: run_now(stages, handle, get)

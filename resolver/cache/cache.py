@@ -105,6 +105,28 @@ class ResolutionCache:
             self.coalesced += 1
         return await asyncio.shield(task)
 
+    def get_now(self, key: str, load: Callable[[], Resolution]) -> CacheEntry | None:
+        """``get`` with a loader that answers inline; None if a lookup of ``key`` is
+        already in flight (join it with ``get``). Nothing runs between the load
+        and the insert, so no write can be invalidated in between."""
+        entry = self.peek(key)
+        if entry is not None:
+            return entry
+        if key in self._inflight:
+            return None
+        self.misses += 1
+        try:
+            rc, values = load()
+        except self._stale_on:
+            stale = self._stale_copy(key)
+            if stale is None:
+                raise
+            self._insert(stale)
+            return stale
+        entry = self._make_entry(key, rc, values)
+        self._insert(entry)
+        return entry
+
     async def _load(self, key: str, load: Loader) -> CacheEntry:
         try:
             rc, values = await load()
