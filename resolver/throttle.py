@@ -87,6 +87,9 @@ class _FailureBook:
     def clear(self, key: object) -> None:
         self._keys.pop(key, None)
 
+    def clear_all(self) -> None:
+        self._keys.clear()
+
     def _live(self, key: object, now: float) -> _Failures | None:
         entry = self._keys.get(key)
         if entry is not None and now - entry.last > WINDOW and entry.blocked_until <= now:
@@ -120,6 +123,11 @@ class LoginThrottle:
         self._pairs.fail((identity, address), now)
         self._addresses.fail(address, now)
         self._identities.fail(identity, now)
+
+    def forget_failures(self) -> None:
+        """Clear every failure count and backoff (trusted addresses stay trusted)."""
+        for book in (self._pairs, self._addresses, self._identities):
+            book.clear_all()
 
     def succeeded(self, identity: str, address: str) -> None:
         self._pairs.clear((identity, address))

@@ -220,6 +220,9 @@ class NodeThread:
         for key, record in self.baseline.items():
             await store.put(key, record)
         self.running.node.cache.clear()
+        # Each example starts unthrottled: wrong-secret actors of earlier examples
+        # would otherwise block binary challenge answers from this address.
+        self.running.node.authenticator.throttle.forget_failures()
 
 
 @pytest.fixture(scope="module")
