@@ -29,8 +29,9 @@ import contextlib
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from bench import pacer
 from bench.reply_parser import ReplyError, ReplyParser
@@ -40,6 +41,7 @@ TICK = 0.0002  # send due requests this often (bench/pacer: finer than the loop'
 LATE = 0.010  # a tick this late behind its first due request counts in ``late_sends``
 FAILED = 0  # status recorded for a request that got no reply
 _clock = time.perf_counter
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -273,8 +275,12 @@ def request_bytes(method: str, path: str, host: str, headers: dict[str, str] | N
 
 def run(host: str, port: int, phases: Sequence[Phase], source: RequestSource, *,
         connections: int) -> Recorded:
-    """``drive`` on a fresh uvloop event loop."""
-    coro = drive(host, port, phases, source, connections=connections)
+    """``drive`` on a fresh event loop."""
+    return run_loop(drive(host, port, phases, source, connections=connections))
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on a fresh uvloop event loop (asyncio's where uvloop is missing)."""
     try:
         import uvloop
     except ImportError:

@@ -138,6 +138,7 @@ class UdpServer(asyncio.DatagramProtocol):
         self._admission = node.admission
         self._fast = node.requests.route("udp", "resolve")
         self._slow = node.requests.route("udp", "other")
+        self._shed = node.requests.route("udp", "shed")  # dropped unanswered (as 503 over HTTP)
         self._resolved = node.usage.resolutions  # per prefix, for statistics upward
         self._untimed = 0  # stored replies sent since the last timed one
         self._last_seconds = 0.0  # how long the last timed one took
@@ -240,6 +241,7 @@ class UdpServer(asyncio.DatagramProtocol):
                 return
         if len(self._inflight) >= MAX_INFLIGHT_UDP:
             self.dropped += 1  # shed load: the client retries (or tries TCP)
+            self._shed.observe(503, time.perf_counter() - start)
             return
         task = asyncio.ensure_future(self._answer(data, addr, key, start))
         self._inflight.add(task)
@@ -255,6 +257,7 @@ class UdpServer(asyncio.DatagramProtocol):
     async def _answer(self, data: bytes, addr: Any, key: bytes | None, start: float) -> None:
         if self._admission.late(time.perf_counter() - start):
             self.dropped += 1  # waited too long for the loop: the client retries (or tries TCP)
+            self._shed.observe(503, time.perf_counter() - start)
             return
         try:
             reply = await answer_packet(self.service, data, admin_interface=False, cache_key=key,
@@ -309,6 +312,7 @@ class TcpServer(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._stats = node.requests.route("tcp", "request")
+        self._shed = node.requests.route("tcp", "shed")  # answered RC 3 (as 503 over HTTP)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -355,6 +359,7 @@ class TcpServer(asyncio.Protocol):
     def _busy(self, msg: Any) -> None:
         busy = HandleProtocolError("Server too busy", RC.SERVER_TOO_BUSY, op_code=int(msg.op_code))
         self._reply(encode_early_error(busy, now=int(time.time())))
+        self._shed.observe(503, 0.0)
 
     def eof_received(self) -> bool | None:
         if self._task is None:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import pacer
-from bench.open_loop import FAILED, Phase, drive, due_times, get_requests, request_bytes
+from bench.open_loop import FAILED, Phase, Recorded, drive, due_times, get_requests, request_bytes
 from bench.reply_parser import ReplyError, ReplyParser, parse_head
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -185,3 +185,25 @@ async def test_the_pacer_ticks_finer_than_a_millisecond() -> None:
     assert len(ticks) > 300  # ~1000 on an idle machine; a 1 ms timer gives <= 200
     gaps = sorted(b - a for a, b in itertools.pairwise(ticks))
     assert gaps[len(gaps) // 2] < 0.0008
+
+
+def test_windows_split_admitted_shed_and_errors_by_due_time() -> None:
+    from bench.overload import completed_per_second, window
+
+    recorded = Recorded()
+    for i in range(100):  # second 0: 90 admitted at 1..90 ms, 10 shed at 0.5 ms
+        recorded.add(i / 100, 0.0005 if i % 10 == 0 else (i + 1) / 1000, 503 if i % 10 == 0
+                     else 200)
+    recorded.add(1.2, 3.0, FAILED)  # second 1: a request never answered, and a 500
+    recorded.add(1.5, 0.001, 500)
+    first = window(recorded, 0, 1)
+    assert (first.requests, first.admitted, first.shed, first.errors) == (100, 90, 10, 0)
+    assert first.admitted_p99_ms == 100.0 and first.shed_p99_ms == 0.5
+    assert first.statuses == {"200": 90, "503": 10}
+    second = window(recorded, 1, 2)
+    assert (second.requests, second.errors, second.admitted_p99_ms) == (2, 2, None)
+    assert second.statuses == {"500": 1, "none": 1}
+    # Completions: by when the reply came (due + latency), failures excluded; the
+    # admitted requests due from 0.91 s on were answered after 1 s.
+    assert completed_per_second(recorded, 0, 1) == 91
+    assert completed_per_second(recorded, 1, 2) == 9 + 1

@@ -264,3 +264,7 @@ async def test_binary_requests_that_waited_too_long_are_refused_or_dropped(live_
     assert (await resolve_tcp("127.0.0.1", port, f"{PREFIX}/bin-cached")).rc == RC.SUCCESS
     admission.max_wait = float("inf")
     assert (await resolve_tcp("127.0.0.1", port, f"{PREFIX}/nothere")).rc == RC.HANDLE_NOT_FOUND
+    async with live_node.session.get(f"{live_node.url}/metrics") as r:
+        text = await r.text()
+    assert 'route="shed",status="503",transport="udp"} 1.0' in text
+    assert 'route="shed",status="503",transport="tcp"} 1.0' in text
