@@ -78,6 +78,9 @@ def test_shortcut_agrees_with_the_general_decoder(handle: str, values: list[Any]
     b'{"handle": "88.100.1/a", "values": [], "extra": 1}',
     b'{"handle": "88.100.1/a", "values": [{"index": "7", "type": "URL", "data": "x"}]}',
     b'{"handle": "88.100.1/a", "values": [{"index": 1, "type": "URL", "data": "x", "ttl": null}]}',
+    b'{"handle": "88.100.1/a", "values": []}{"handle": "88.100.1/b", "values": []}',
+    b'{"handle": "88.100.1/a", "values": [{"index": 2, "type": "U", "data": "x"},'
+    b' {"index": 1, "type": "U", "data": "y"}, {"index": 2, "type": "U", "data": "z"}]}',
 ])
 def test_unusual_lines_get_the_general_verdict(line: bytes) -> None:
     assert shortcut(line) == general(line)
@@ -124,6 +127,29 @@ def test_jsonl_chunk_numbers_lines_and_sorts() -> None:
     keys = [key for key, _ in chunk.records]
     assert keys == ["88.100.1/A", "88.100.1/A", "88.100.1/B"]  # input order among equals
     assert decode_record(chunk.records[1][1])[0].data == b"2"
+
+
+@given(handle=handles, values=st.lists(value_objects, max_size=3),
+       layout=st.lists(st.sampled_from(["line", "line", "blank", "two", "broken"]), max_size=6))
+def test_jsonl_chunk_agrees_with_the_general_decoder_line_by_line(
+    handle: str, values: list[Any], layout: list[str]
+) -> None:
+    line = orjson.dumps({"handle": handle, "values": values})
+    text = {"line": line, "blank": b"  ", "two": line + line, "broken": line[:-1]}
+    lines = [text[kind] for kind in layout]
+    chunk = parser().jsonl_chunk(b"".join(one + b"\n" for one in lines), 7)
+    expected, errors = [], []
+    for number, one in enumerate(lines, 7):
+        if not one.strip():
+            continue
+        verdict = general(one)
+        if isinstance(verdict, tuple):
+            expected.append(verdict)
+        else:
+            errors.append(number)
+    assert chunk.lines == len(lines)
+    assert chunk.records == sorted(expected, key=lambda record: record[0])
+    assert [number for number, _ in chunk.errors] == errors
 
 
 # -- CSV ----------------------------------------------------------------------------
