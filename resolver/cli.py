@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inflight", type=int, default=_DEFAULTS.max_inflight,
                    help="HTTP requests in handlers at once; more get 503 RC 3 at once")
     p.add_argument("--shed-lag", type=float, default=_DEFAULTS.shed_lag,
-                   help="refuse new requests (503 RC 3) while the event loop runs this many "
-                        "seconds late; 0 = off")
+                   help="refuse (503 RC 3) a request that waited more than this many seconds "
+                        "between its bytes being read and its handler starting; 0 = off")
     p.add_argument("--max-body", type=_size, default=_DEFAULTS.max_body,
                    help="request body bytes (batches: 32M); more get 413")
     p.add_argument("--write-queue", type=int, default=_DEFAULTS.write_queue,

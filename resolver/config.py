@@ -83,7 +83,7 @@ class NodeConfig:
 
     # Overload bounds (resolver.admission): past them requests get 503 / RC 3 at once.
     max_inflight: int = 512  # HTTP requests inside handlers at once (cached resolves exempt)
-    shed_lag: float = 0.5  # refuse new requests while the event loop runs this late (s); 0 = off
+    shed_lag: float = 0.5  # refuse requests that waited this long since read (s); 0 = off
     max_body: int = 1024 * 1024  # request body bytes (a batch, POST /api/handles, may be 32 MiB)
     write_queue: int = 10_000  # queued store writes; past it writes fail with RC 3
 
