@@ -36,6 +36,8 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from itertools import groupby
+from operator import itemgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -213,6 +215,68 @@ class RecordParser:
     def csv_chunk(self, data: bytes, first_line: int, layout: CsvLayout) -> ParsedChunk:
         """Whole rows of CSV (no header), every handle's rows inside this chunk.
         A handle with any bad row is refused whole, never stored in part."""
+        plain = self._csv_plain_chunk(data, layout)
+        return plain if plain is not None else self._csv_rows(data, first_line, layout)
+
+    def _csv_plain_chunk(self, data: bytes, layout: CsvLayout) -> ParsedChunk | None:
+        """The records of a chunk of plain rows only (string data, digit
+        indexes and ttls, no HS_SECKEY, distinct indexes per handle), or None
+        for the row-by-row path, which also tells what is wrong where. One
+        csv.reader over the chunk: 1.1 us a handle instead of 2.5."""
+        if b"\r" in data:
+            return None
+        try:
+            lines = data.decode().split("\n")
+        except UnicodeDecodeError:
+            return None
+        if lines and not lines[-1]:
+            lines.pop()
+        try:
+            rows = list(csv.reader(lines, strict=True))
+        except csv.Error:
+            return None
+        # One row per line (a quote left open would have taken the next line
+        # in), of the header's width (a blank line is an empty row).
+        width = layout.width
+        if len(rows) != len(lines) or any(len(row) != width for row in rows):
+            return None
+        at_index, at_type, at_data = layout.index, layout.type, layout.data
+        at_format, at_ttl = layout.format, layout.ttl
+        key = self.key
+        records: list[StoredRecord] = []
+        try:
+            for handle, group in groupby(rows, itemgetter(layout.handle)):
+                fields: list[object] = [FORMAT_VERSION]
+                last, ascending = 0, True
+                for row in group:
+                    index, type_ = row[at_index], row[at_type]
+                    if not (index.isascii() and index.isdigit() and type_ and type_ != HS_SECKEY):
+                        return None
+                    if at_format is not None and row[at_format] not in ("", "string"):
+                        return None
+                    ttl = DEFAULT_TTL
+                    if at_ttl is not None and row[at_ttl]:
+                        text = row[at_ttl]
+                        if not (text.isascii() and text.isdigit()) or int(text) > _I32_MAX:
+                            return None
+                        ttl = int(text)
+                    number = int(index)
+                    if not 0 < number <= MAX_INDEX:
+                        return None
+                    if number <= last:
+                        ascending = False
+                    last = number
+                    # Decoded from UTF-8, so every str here encodes.
+                    fields.append((number, type_, row[at_data].encode(), ttl, False, 0, _PERMS))
+                if not ascending and len({v[0] for v in fields[1:]}) != len(fields) - 1:  # type: ignore[index]
+                    return None
+                records.append((key(handle), _encode_msgpack(fields)))
+        except HandleError:
+            return None
+        records.sort(key=_by_key)
+        return ParsedChunk(records, [], len(lines))
+
+    def _csv_rows(self, data: bytes, first_line: int, layout: CsvLayout) -> ParsedChunk:
         records: list[StoredRecord] = []
         errors: list[tuple[int, str]] = []
         lines, undecodable = _decoded_lines(data, first_line, errors)

@@ -21,6 +21,10 @@ NOTHING RETURNING key`` creates the new keys; the keys that existed are
 updated from arrays in one ``UPDATE ... FROM unnest(...)``. Rows go in key
 order, so concurrent bulk writers lock rows in the same order and cannot
 deadlock each other.
+
+load_records (``idnode import``): the already encoded records of a batch are
+COPYed into the same staging table and created or replaced by one ``INSERT
+... SELECT ... ON CONFLICT DO UPDATE``, one transaction per batch.
 """
 
 from __future__ import annotations
@@ -92,6 +96,11 @@ _INSERT_ARRAYS: Final = (
 _UPDATE_ARRAYS: Final = (
     "UPDATE handles h SET record = u.record FROM unnest($1::text[], $2::bytea[]) AS u(key, record)"
     " WHERE h.key = u.key RETURNING h.key"
+)
+# load_records: staged rows create or replace, in key order (one lock order).
+_UPSERT_STAGED: Final = (
+    "INSERT INTO handles(key, record) SELECT key, record FROM idnode_staging ORDER BY key"
+    " ON CONFLICT (key) DO UPDATE SET record = excluded.record"
 )
 _COPY_FROM: Final = 1000  # rows per chunk from which COPY beats arrays (see put_many)
 _RACE_ROUNDS: Final = 10  # retries when other writers keep inserting/deleting the same keys
@@ -455,6 +464,17 @@ class PostgresStore(Store):
             results.extend(await self._write(functools.partial(_put_chunk, encoded=encoded)))
         return results
 
+    async def load_records(self, records: Sequence[tuple[str, bytes]]) -> None:
+        """One transaction per call, however large: the records are COPYed
+        into a temporary staging table and one ``INSERT ... SELECT ... ON
+        CONFLICT DO UPDATE`` creates or replaces them, bytes as given. A key
+        repeated in ``records`` keeps its last record (one statement may not
+        touch a row twice). All or nothing."""
+        self._check_open()
+        latest = dict(records)  # the last record of each key
+        if latest:
+            await self._write(functools.partial(_load_staged, rows=latest))
+
     # -- prefixes served by this node ---------------------------------------------
 
     async def home_prefix(self, prefix: str) -> bool:
@@ -602,6 +622,15 @@ async def _locked_record(conn: asyncpg.Connection, key: str) -> Record:
     if blob is None:
         raise HandleNotFound(f"Handle {key} not found")
     return _decode_stored(key, blob)
+
+
+async def _load_staged(conn: asyncpg.Connection, *, rows: dict[str, bytes]) -> None:
+    async with conn.transaction():
+        await conn.execute(_STAGING)
+        await conn.copy_records_to_table(
+            "idnode_staging", records=rows.items(), columns=("key", "record")
+        )
+        await conn.execute(_UPSERT_STAGED)
 
 
 # -- put_many internals ---------------------------------------------------------------

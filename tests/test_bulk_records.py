@@ -198,3 +198,55 @@ def test_csv_split_tail_keeps_a_handles_rows_together() -> None:
     assert head == b"88.100.1/a,1,U,x,,\n"
     assert tail == data[len(head):]
     assert LAYOUT.split_tail(b"88.100.1/a,1,U,x,,\n") == (b"", b"88.100.1/a,1,U,x,,\n")
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
+
+
+_PLAIN_CSV = (["88.100.1/a", "88.100.1/b"], ["1", "2", "3"], ["URL", "名"], [], ["", "string"],
+              ["", "60"])
+_ODD_CSV = (["88.100.1/A", "99/x", ""], ["+1", "0", "x", "4294967296"], ["", HS_SECKEY],
+            ['a"b', "x,y", "\x00"], ["hex", "STRING"], ["-1", "2147483648", "1e3"])
+_JUNK_CSV = ["", ",,,,,", '88.100.1/a,1,URL,"open', "88.100.1/a,1,URL", "\r"]
+
+
+@st.composite
+def csv_rows(draw: st.DrawFn) -> list[str]:
+    """Plain rows (the shortcut's case) with now and then an odd field or line."""
+    rows = draw(st.lists(st.tuples(*(st.sampled_from(c) if c else st.text(max_size=6)
+                                      for c in _PLAIN_CSV)).map(list), max_size=6))
+    lines = [",".join(map(_csv_field, row)) for row in rows]
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(rows)))
+        if at < len(rows) and draw(st.booleans()):
+            column = draw(st.integers(0, 5))
+            rows[at][column] = draw(st.sampled_from(_ODD_CSV[column]))
+            lines[at] = ",".join(map(_csv_field, rows[at]))
+        else:
+            lines.insert(at, draw(st.sampled_from(_JUNK_CSV)))
+    return lines
+
+
+@given(rows=csv_rows())
+def test_csv_chunk_shortcut_agrees_with_row_by_row(rows: list[str]) -> None:
+    data = "".join(row + "\n" for row in rows).encode()
+    assert parser().csv_chunk(data, 2, LAYOUT) == parser()._csv_rows(data, 2, LAYOUT)
+
+
+@pytest.mark.parametrize("data", [
+    b'88.100.1/a,1,URL,"x\ny",,\n',  # a quoted line break: one row over two lines
+    b"88.100.1/a,1,URL,x,,\r\n",
+    b"88.100.1/a,1,URL,\xff,,\n",
+    b"88.100.1/a,2,URL,x,,\n88.100.1/a,1,URL,y,,\n88.100.1/a,2,URL,z,,\n",
+])
+def test_csv_shortcut_leaves_odd_chunks_to_the_rows(data: bytes) -> None:
+    assert parser()._csv_plain_chunk(data, LAYOUT) is None
+    assert parser().csv_chunk(data, 2, LAYOUT) == parser()._csv_rows(data, 2, LAYOUT)
+
+
+def test_csv_shortcut_takes_plain_chunks() -> None:
+    data = b'88.100.1/a,1,URL,"x, y",,60\n88.100.1/a,2,N,z,string,\n88.100.1/b,1,URL,w,,\n'
+    chunk = parser()._csv_plain_chunk(data, LAYOUT)
+    assert chunk is not None and chunk == parser()._csv_rows(data, 2, LAYOUT)
+    assert [key for key, _ in chunk.records] == ["88.100.1/A", "88.100.1/B"]
