@@ -284,7 +284,8 @@ def report(result: dict[str, object]) -> str:
     first, rss = ovl["recovery_first_second"], ovl["rss_mib"]
     return "\n".join([
         f"capacity            {cap['completed_per_second']:,.0f} req/s completed "
-        f"(offered {cap['offered_per_second']:,.0f}/s, shedding off)",
+        + (f"(offered {cap['offered_per_second']:,.0f}/s, shedding off)" if "given" not in cap
+           else "(given)"),
         f"unloaded            {base['offered_per_second']:,.0f} req/s: "
         f"p50 {base['admitted_p50_ms']} ms, p99 {base['admitted_p99_ms']} ms",
         f"overload offered    {load['offered_per_second']:,.0f} req/s "
@@ -294,7 +295,7 @@ def report(result: dict[str, object]) -> str:
         f"p50 {load['admitted_p50_ms']} ms, p99 {load['admitted_p99_ms']} ms "
         f"= {load['admitted_p99_over_unloaded_p99']}x unloaded p99",
         f"  shed (503 RC 3)   {load['shed_per_second']:,.0f} req/s: p99 {load['shed_p99_ms']} ms",
-        f"  errors            {load['errors']}",
+        f"  errors            {load['errors']}; node CPU {load['node_cpu_share']} of a core",
         f"  node RSS          {rss['start']} -> {rss['end']} MiB (peak {rss['peak']})",
         f"recovery, 1st s     {first['requests']} requests: p99 {first['admitted_p99_ms']} ms, "
         f"{first['shed']} shed, {first['errors']} errors",
@@ -310,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shed-lag", type=float, default=0.002,
                         help="the node's --shed-lag during the unloaded and overload steps")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--capacity", type=float, default=0,
+                        help="skip step 1 and take this as the capacity (req/s)")
     parser.add_argument("--capacity-seconds", type=float, default=6.0)
     parser.add_argument("--capacity-offer", type=float, default=1.5,
                         help="capacity step: offered load / closed-loop estimate")
@@ -334,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         authorization = _basic_auth("300%3A88.100.1/ADMIN", store.secret)
         workload = Workload("127.0.0.1", args.preload, args.write_every, authorization,
                             args.seed)
-        capacity = measure_capacity(args, store.path, workload, work, node_cpu)
+        capacity: dict[str, object] = {"completed_per_second": args.capacity, "given": True}
+        if not args.capacity:
+            capacity = measure_capacity(args, store.path, workload, work, node_cpu)
         print(f"capacity: {capacity['completed_per_second']:,.0f} req/s", flush=True)
         overload = measure_overload(args, store.path, workload, work, node_cpu,
                                     float(capacity["completed_per_second"]))  # type: ignore[arg-type]
