@@ -20,13 +20,15 @@ and nothing else; a value that cannot be represented raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from operator import index as _as_int
+from typing import overload
 
 import msgpack
+import msgspec
 
 from protocol.errors import InvalidValue, MalformedMessage
-from protocol.values import HandleValue, ValueReference
+from protocol.values import HS_SECKEY, MAX_INDEX, HandleValue, ValueReference
 
 FORMAT_VERSION = 1
 
@@ -41,6 +43,8 @@ _UNPACK_ERRORS = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
 
 def encode_record(values: Sequence[HandleValue]) -> bytes:
     """Values → bytes; raises InvalidValue for a field msgpack cannot carry."""
+    if type(values) is EncodedRecord:
+        return values.blob
     out: list[object] = [FORMAT_VERSION]
     for value in values:
         out.append(_value_to_list(value))
@@ -64,6 +68,71 @@ def decode_record(data: bytes) -> tuple[HandleValue, ...]:
     if version != FORMAT_VERSION or type(version) is not int:
         raise MalformedMessage(f"Unsupported record format version {version!r}")
     return tuple(_value_from_tuple(v) for v in obj[1:])
+
+
+# -- records built from plain rows (batch writes) ---------------------------------
+
+# One value as batch decoders read it: index, type, data, relative ttl,
+# permissions; no references. Stored with ttl_absolute False and the stamp.
+PlainRow = tuple[int, str, bytes, int, int]
+
+_pack = msgspec.msgpack.Encoder().encode  # the bytes msgpack.packb(use_bin_type) gives
+
+
+class EncodedRecord(Sequence[HandleValue]):
+    """A record that is checked (``check_record``), stamped and encoded already:
+    ``blob`` is what ``encode_record`` gives for its values, which are decoded
+    from it only if somebody reads them. Batch writes build one per record from
+    plain rows (:func:`plain_record`) instead of a ``HandleValue`` per value,
+    and the stores take ``blob`` as it is."""
+
+    __slots__ = ("_decoded", "blob", "indexes", "timestamp")
+
+    def __init__(self, blob: bytes, timestamp: int, indexes: frozenset[int]) -> None:
+        self.blob = blob
+        self.timestamp = timestamp  # every value's
+        self.indexes = indexes
+        self._decoded: tuple[HandleValue, ...] | None = None
+
+    def _values(self) -> tuple[HandleValue, ...]:
+        if self._decoded is None:
+            self._decoded = decode_record(self.blob)
+        return self._decoded
+
+    def __len__(self) -> int:
+        return len(self.indexes)
+
+    @overload
+    def __getitem__(self, i: int) -> HandleValue: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[HandleValue]: ...
+    def __getitem__(self, i: int | slice) -> HandleValue | Sequence[HandleValue]:
+        return self._values()[i]
+
+    def __iter__(self) -> Iterator[HandleValue]:
+        return iter(self._values())
+
+    def __repr__(self) -> str:
+        return f"EncodedRecord({list(self._values())!r})"
+
+
+def plain_record(rows: Iterable[PlainRow], timestamp: int) -> EncodedRecord | None:
+    """The record of ``rows`` stamped with ``timestamp``, if ``check_record`` would
+    pass it and no value needs sealing (HS_SECKEY); None otherwise: the caller
+    builds ``HandleValue`` objects instead, and the write path says what is wrong."""
+    out: list[object] = [FORMAT_VERSION]
+    seen: set[int] = set()
+    for index, type_, data, ttl, permissions in rows:
+        if (
+            not (0 < index <= MAX_INDEX and type_ and 0 <= permissions <= 0x0F
+                 and -(2**31) <= ttl < 2**32)
+            or type_ == HS_SECKEY
+            or index in seen
+        ):
+            return None
+        seen.add(index)
+        out.append((index, type_, data, ttl, False, timestamp, permissions))
+    return EncodedRecord(_pack(out), timestamp, frozenset(seen))
 
 
 # -- one value -----------------------------------------------------------------

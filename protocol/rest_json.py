@@ -26,6 +26,7 @@ import base64
 import calendar
 import re
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -469,7 +470,7 @@ def decode_data(elem: Any) -> bytes:
     raise MalformedMessage(f"Unexpected type {decoded}")
 
 
-def _value_permissions(v: Any) -> int:
+def value_permissions(v: Any) -> int:
     """Value permissions text, right-aligned: the last 4 characters are admin read,
     admin write, public read, public write; missing positions keep the 1110 default,
     only '1' sets a bit; "*" = all."""
@@ -498,7 +499,7 @@ _PLAIN_ADMIN_KEYS = frozenset({"handle", "index", "permissions"})
 
 
 @lru_cache(maxsize=256)
-def _admin_data(handle: str, index: int, permissions: str | None) -> bytes:
+def admin_data(handle: str, index: int, permissions: str | None) -> bytes:
     # A batch's records nearly always share their HS_ADMIN value: decode and
     # encode it once.
     return _admin_from_json({"handle": handle, "index": index, "permissions": permissions})
@@ -539,7 +540,7 @@ def _common_value(obj: Any, stamp: int) -> HandleValue | None:
                     or not value.keys() <= _PLAIN_ADMIN_KEYS  # e.g. legacyByteLength
                 ):
                     return None
-                data = _admin_data(handle, admin_index, perms)
+                data = admin_data(handle, admin_index, perms)
             else:
                 return None
         elif type(elem) is str:
@@ -560,7 +561,7 @@ def _common_value(obj: Any, stamp: int) -> HandleValue | None:
         return None
     return HandleValue(
         index, type_, data, ttl, False, stamp,
-        _DEFAULT_PERMS if perms is None else _value_permissions(perms), (),
+        _DEFAULT_PERMS if perms is None else value_permissions(perms), (),
     )  # fmt: skip
 
 
@@ -583,7 +584,7 @@ def _decode_value_general(obj: Any, stamp: int | None) -> HandleValue:
 
     permissions = _DEFAULT_PERMS
     if obj.get("permissions") is not None:
-        permissions = _value_permissions(obj["permissions"])
+        permissions = value_permissions(obj["permissions"])
 
     ttl, ttl_absolute = DEFAULT_TTL, False
     raw_ttl = obj.get("ttl")
@@ -666,7 +667,7 @@ BATCH_LIMIT = 2000
 _BATCH_ITEM_KEYS = frozenset({"handle", "values"})
 
 # Per item: (the handle as written, or None if unreadable; its values, or why not).
-BatchItem = tuple[str | None, list[HandleValue] | HandleError]
+BatchItem = tuple[str | None, Sequence[HandleValue] | HandleError]
 
 
 def _batch_item(doc: Any, stamp: int | None) -> BatchItem:
@@ -697,13 +698,7 @@ def decode_batch(body: bytes, *, ndjson: bool, stamp: int | None = None) -> list
         lines = [line for line in body.splitlines() if line.strip()]
         if len(lines) > BATCH_LIMIT:
             raise MalformedMessage(f"At most {BATCH_LIMIT} records per batch, got {len(lines)}")
-        items: list[BatchItem] = []
-        for line in lines:
-            try:
-                items.append(_batch_item(orjson.loads(line), stamp))
-            except orjson.JSONDecodeError as exc:
-                items.append((None, MalformedMessage(f"JSON syntax error: {exc}")))
-        return items
+        return [decode_batch_line(line, stamp) for line in lines]
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -713,6 +708,14 @@ def decode_batch(body: bytes, *, ndjson: bool, stamp: int | None = None) -> list
     if len(doc) > BATCH_LIMIT:
         raise MalformedMessage(f"At most {BATCH_LIMIT} records per batch, got {len(doc)}")
     return [_batch_item(item, stamp) for item in doc]
+
+
+def decode_batch_line(line: bytes, stamp: int | None = None) -> BatchItem:
+    """One NDJSON line of a batch (not blank)."""
+    try:
+        return _batch_item(orjson.loads(line), stamp)
+    except orjson.JSONDecodeError as exc:
+        return None, MalformedMessage(f"JSON syntax error: {exc}")
 
 
 def batch_reply(results: list[tuple[str | None, bool | HandleError]]) -> bytes:

@@ -22,15 +22,16 @@ business errors, so a typo never silently drops data.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from enum import IntEnum
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
-from protocol.values import DEFAULT_TTL, HandleValue
+from protocol.record_msgpack import plain_record
+from protocol.values import DEFAULT_PERMS, DEFAULT_TTL, HandleValue
 
 
 class Status(IntEnum):
@@ -214,11 +215,22 @@ _set_value_index, _set_value_type, _set_value_value, _set_value_auth = (
 )
 
 
+class ValueInput(Protocol):
+    """What a record's value gives: a ``SnmsValue``, or a batch's fast decoding of one."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class IdentityRecord:
     handle: str
     template_version: str
-    values: tuple[SnmsValue, ...]
+    values: tuple[ValueInput, ...]
 
     def to_handle_values(self, timestamp: int = 0) -> list[HandleValue]:
         """The stored record: the TEMPLATE value at 1001, then the values as given."""
@@ -228,6 +240,15 @@ class IdentityRecord:
                 HandleValue(v.index, v.type, v.value.encode(), DEFAULT_TTL, False, timestamp)
             )
         return values
+
+    def stored(self, timestamp: int) -> Sequence[HandleValue]:
+        """``to_handle_values(timestamp)``, encoded already when it passes the write checks."""
+        rows = [(TEMPLATE_INDEX, TEMPLATE_TYPE, self.template_version.encode(), DEFAULT_TTL,
+                 DEFAULT_PERMS)]
+        rows += [(v.index, v.type, v.value.encode(), DEFAULT_TTL, DEFAULT_PERMS)
+                 for v in self.values]
+        record = plain_record(rows, timestamp)
+        return record if record is not None else self.to_handle_values(timestamp)
 
 
 @lru_cache(maxsize=64)
@@ -316,6 +337,22 @@ def batch_items(obj: Any, *, key: str | None = None) -> list[Any]:
     if len(obj) > BATCH_LIMIT:
         raise BusinessError(MSG_BATCH_LIMIT.format(BATCH_LIMIT, len(obj)))
     return obj
+
+
+# Per item of a batch: its handle as written (None if not a string), its record or why not.
+BatchItem = tuple[str | None, IdentityRecord | SnmsError]
+
+
+def parse_batch(body: bytes) -> list[BatchItem]:
+    """A batchCreate/batchUpdate body: a refusal of the whole request raises
+    (bad JSON, not an array, empty, too many), a bad item fails alone."""
+    items: list[BatchItem] = []
+    for raw in batch_items(parse_json(body)):
+        try:
+            items.append((item_handle(raw), parse_record(raw)))
+        except SnmsError as exc:
+            items.append((item_handle(raw), exc))
+    return items
 
 
 def item_handle(obj: Any) -> str | None:

@@ -29,7 +29,7 @@ from protocol.snms import (
     MSG_MISSING_PARAM,
     MSG_NOT_IN_TEMPLATE,
     BusinessError,
-    SnmsValue,
+    ValueInput,
     expect_object,
     int_field,
     string_field,
@@ -225,7 +225,7 @@ def loads(document: str) -> Template:
     return template
 
 
-def validate(template: Template, values: Iterable[SnmsValue]) -> None:
+def validate(template: Template, values: Iterable[ValueInput]) -> None:
     """Raise BusinessError unless ``values`` fit ``template``."""
     by_index = {item.id_index: item for item in template.items}
     present: set[int] = set()

@@ -22,6 +22,7 @@ from protocol.errors import (
     ValuesNotFound,
 )
 from protocol.identifier import Handle, prefix_handle
+from protocol.record_msgpack import EncodedRecord
 from protocol.values import (
     HS_SECKEY,
     SECRET_PERMS,
@@ -216,7 +217,7 @@ class Registrar:
         results: list[PutResult | None] = [None] * len(items)
         decided: dict[str, HandleError | None] = {}  # prefix -> why it may not write there
         pending: list[int] = []
-        prepared: list[list[HandleValue]] = []
+        prepared: list[Sequence[HandleValue]] = []
         for first in {h.prefix.upper(): h for h, _ in items}.values():
             # One request per prefix; over quota: nothing written.
             await self._charge(identity, first)
@@ -236,9 +237,7 @@ class Registrar:
                     self._check_served(handle)  # 0.NA/<p> is served if <p> is
                 # else: served, as the first item of its prefix was
                 ready = self._prepare(values, now)
-                if check_template is not None and any(
-                    v.index == TEMPLATE_INDEX for v in ready
-                ):
+                if check_template is not None and _names_template(ready):
                     await check_template(handle, ready)
                 prepared.append(ready)
             except HandleError as exc:
@@ -302,7 +301,7 @@ class Registrar:
         self,
         identity: Principal,
         items: Sequence[tuple[Handle, Sequence[HandleValue]]],
-        prepared: list[list[HandleValue]],
+        prepared: list[Sequence[HandleValue]],
         existing: list[int],
         results: list[PutResult | None],
     ) -> None:
@@ -456,12 +455,16 @@ class Registrar:
             raise HandleNotFound()
         return old
 
-    def _prepare(self, values: Sequence[HandleValue], now: int | None = None) -> list[HandleValue]:
+    def _prepare(
+        self, values: Sequence[HandleValue], now: int | None = None
+    ) -> Sequence[HandleValue]:
         """Validate, stamp with the server's time (``now`` or the clock's), and hash
         secrets before they are stored."""
-        check_record(values)
         if now is None:
             now = int(self._clock())
+        if type(values) is EncodedRecord and values.timestamp == now:
+            return values  # checked, stamped and free of secrets when it was built
+        check_record(values)
         prepared = []
         for v in values:
             if v.timestamp == now and v.type != HS_SECKEY:
@@ -522,6 +525,13 @@ class Registrar:
         return admin_records(await self._record_of(prefix_handle(handle.prefix)) or ())
 
 
+
+
+def _names_template(values: Sequence[HandleValue]) -> bool:
+    """Whether the record has a value at TEMPLATE_INDEX (without decoding an EncodedRecord)."""
+    if type(values) is EncodedRecord:
+        return TEMPLATE_INDEX in values.indexes
+    return any(v.index == TEMPLATE_INDEX for v in values)
 
 
 def _overlay(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[HandleValue]:

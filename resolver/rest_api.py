@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import unquote
 
 import orjson
@@ -25,6 +25,7 @@ from protocol.errors import (
     NotResponsible,
 )
 from protocol.identifier import Handle, parse_prefix, prefix_handle
+from protocol.rest_batch import decode_rest_batch
 from protocol.values import AdminPerm, HandleValue, filter_values
 from resolver.auth import AuthenticationNeeded, Identity
 from resolver.authz import admin_records, authorise, may_read_private
@@ -239,15 +240,15 @@ class RestApi:
         body = await read_large_body(request)
         if body is None:
             raise HandleError("Batch too large", RC.PROTOCOL_ERROR)
-        items = rest_json.decode_batch(
+        items = decode_rest_batch(
             body, ndjson=kind != "application/json", stamp=self.node.registrar.timestamp()
         )
         overwrite = _bool_param(request.query, "overwrite", default=True)
         results: list[tuple[str | None, bool | HandleError]] = []
-        ready: list[tuple[Handle, list[HandleValue]]] = []
+        ready: list[tuple[Handle, Sequence[HandleValue]]] = []
         positions: list[int] = []
         for text, parsed in items:
-            if isinstance(parsed, list) and text is not None:
+            if not isinstance(parsed, HandleError) and text is not None:
                 try:
                     ready.append((self.node.parse(text), parsed))
                     positions.append(len(results))

@@ -34,6 +34,7 @@ from protocol.codes import RC
 from protocol.errors import HandleError
 from protocol.identifier import Handle
 from protocol.snms import BusinessError, NoPermission, NotLoggedIn, SnmsError
+from protocol.snms_batch import decode_snms_batch
 from protocol.templates import Template
 from protocol.values import HandleValue
 from registry.credentials import hash_secret, verify_secret
@@ -282,15 +283,17 @@ class SnmsApi:
     async def _batch_put(self, request: web.BaseRequest, mode: str) -> list[dict[str, Any]]:
         """Each item all or nothing; results in input order, ``{handle, msg}``."""
         account = await self._login(request, write=True)
-        raw_items = snms.batch_items(snms.parse_json(await read_body(request)))
-        messages: list[str | None] = [None] * len(raw_items)
+        items = decode_snms_batch(await read_body(request))
+        messages: list[str | None] = [None] * len(items)
         ready: list[tuple[Handle, Sequence[HandleValue]]] = []
         positions: list[int] = []
         cache: dict[tuple[str, ...], Template | None] = {}
         stamp = self.node.registrar.timestamp()
-        for i, raw in enumerate(raw_items):
+        for i, (_, record) in enumerate(items):
+            if isinstance(record, SnmsError):
+                messages[i] = record.message
+                continue
             try:
-                record = snms.parse_record(raw)
                 handle = self._handle(account, record.handle)
                 await self._validate(account, handle, record, cache)
             except SnmsError as exc:
@@ -299,7 +302,7 @@ class SnmsApi:
             except HandleError as exc:
                 messages[i] = snms_error(exc).message
                 continue
-            ready.append((handle, record.to_handle_values(stamp)))
+            ready.append((handle, record.stored(stamp)))
             positions.append(i)
         if ready:
             results = await self.node.registrar.put_many(account, ready, mode=mode)
@@ -309,8 +312,8 @@ class SnmsApi:
                 else:
                     messages[i] = snms.SUCCESS
         return [
-            snms.item_result(snms.item_handle(raw), message or snms.MSG_INTERNAL)
-            for raw, message in zip(raw_items, messages, strict=True)
+            snms.item_result(text, message or snms.MSG_INTERNAL)
+            for (text, _), message in zip(items, messages, strict=True)
         ]
 
     async def batch_delete(self, request: web.BaseRequest) -> list[dict[str, Any]]:

@@ -8,12 +8,20 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from protocol.errors import InvalidValue, MalformedMessage
-from protocol.record_msgpack import FORMAT_VERSION, decode_record, encode_record
+from protocol.record_msgpack import (
+    FORMAT_VERSION,
+    EncodedRecord,
+    decode_record,
+    encode_record,
+    plain_record,
+)
 from protocol.values import (
     DEFAULT_PERMS,
+    HS_SECKEY,
     HandleValue,
     Perm,
     ValueReference,
+    check_record,
 )
 
 # msgpack carries 64-bit integers; the model's own ranges (index, i32/u32
@@ -217,3 +225,46 @@ def test_valid_record_with_references_decodes() -> None:
     data = msgpack.packb([1, [*GOOD, ["a/b", 1, "c/d", -2]]], use_bin_type=True)
     (value,) = decode_record(data)
     assert value.references == (ValueReference("a/b", 1), ValueReference("c/d", -2))
+
+
+# -- plain_record: batch writes' records without a HandleValue per value --------------
+
+plain_rows = st.lists(
+    st.tuples(
+        st.one_of(st.integers(-2, 5), st.sampled_from([0x7FFFFFFF, 2**31])),
+        st.sampled_from(["URL", "", HS_SECKEY, "hs_seckey", "t\u00e9"]),
+        st.binary(max_size=20),
+        st.one_of(st.integers(-(2**31) - 1, 2**32), st.sampled_from([-(2**31), 2**32 - 1])),
+        st.integers(-1, 16),
+    ),
+    max_size=5,
+)
+
+
+@given(rows=plain_rows, stamp=st.sampled_from([0, 1_700_000_000, 2**32 - 1]))
+def test_plain_record_is_what_the_write_path_would_store(rows, stamp) -> None:
+    values = [HandleValue(i, t, d, ttl, False, stamp, p) for i, t, d, ttl, p in rows]
+    record = plain_record(rows, stamp)
+    try:
+        check_record(values)
+        writable = all(v.type != HS_SECKEY for v in values)
+    except Exception:
+        writable = False
+    if not writable:
+        assert record is None  # the write path checks (and seals) HandleValues instead
+        return
+    assert record is not None
+    assert record.blob == encode_record(values)  # msgspec's bytes are msgpack's
+    assert encode_record(record) is record.blob  # stores take it as it is
+    assert list(record) == values and len(record) == len(values)
+    assert record.timestamp == stamp and record.indexes == {v.index for v in values}
+
+
+def test_encoded_record_reads_as_a_sequence() -> None:
+    rows = [(1, "URL", b"https://example.com/", 86400, DEFAULT_PERMS), (2, "EMAIL", b"a@b", 60, 12)]
+    record = plain_record(rows, 5)
+    assert isinstance(record, EncodedRecord)
+    assert record[1] == HandleValue(2, "EMAIL", b"a@b", 60, False, 5, 12)
+    assert record[-1] == record[1] and list(record[:1]) == [record[0]]
+    assert [v.index for v in record] == [1, 2]
+    assert "EMAIL" in repr(record)
