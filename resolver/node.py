@@ -353,6 +353,9 @@ class Node:
                                                lambda: cache.coalesced),
                     "idnode_cache_evictions": ("counter", "Entries evicted for space",
                                                lambda: cache.evictions),
+                    "idnode_cache_refused": (
+                        "counter", "Answers served but not kept: the cache was full and "
+                        "the key had not missed recently", lambda: cache.refused),
                     "idnode_cache_entries": ("gauge", "Entries in the cache", lambda: len(cache)),
                     "idnode_cache_bytes": ("gauge", "Bytes charged to the cache",
                                            lambda: cache.bytes),

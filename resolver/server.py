@@ -15,6 +15,7 @@ from protocol.handle_wire import SiteInfoReply
 from resolver.arrival import StampedRequest, StampingServer
 from resolver.auth import Identity
 from resolver.config import NodeConfig
+from resolver.gc_policy import settle_for_serving
 from resolver.handle_service import HandleService
 from resolver.handle_site import node_site
 from resolver.handle_transport import start_handle_servers
@@ -126,6 +127,7 @@ class RunningNode:
 async def serve_forever(config: NodeConfig) -> None:
     running = RunningNode(config)
     await running.start()
+    settle_for_serving()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

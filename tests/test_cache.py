@@ -140,11 +140,61 @@ async def test_byte_bound_evicts_least_recently_used():
 
     for n in range(10):
         await cache.get(f"K{n}", loader(n))
+        await cache.get(f"K{n}", loader(n))  # a full cache admits a key on its second miss
         cache.peek("K0")  # keep K0 hot
     assert cache.bytes <= 3000
     assert cache.evictions > 0
     assert cache.peek("K0") is not None
     assert cache.peek("K1") is None
+    assert cache.peek("K9") is not None
+
+
+async def test_full_cache_admits_a_key_on_its_second_miss():
+    cache = make_cache(FakeClock(), max_bytes=3500)  # three entries of ~1,080 B
+    loads = []
+
+    def loader(key):
+        async def load():
+            loads.append(key)
+            return RC.SUCCESS, record(data=b"x" * 500)
+        return load
+
+    for n in range(3):  # room for these
+        await cache.get(f"K{n}", loader(f"K{n}"))
+    assert cache.refused == 0 and len(cache) == 3
+    kept = set(cache._entries)
+
+    # Full: a new key is answered, but kept only when it misses again soon.
+    first = await cache.get("NEW", loader("NEW"))
+    assert first.values == record(data=b"x" * 500)
+    assert cache.refused == 1 and cache.peek("NEW") is None
+    assert set(cache._entries) == kept and cache.evictions == 0
+    await cache.get("NEW", loader("NEW"))
+    assert cache.peek("NEW") is not None
+    assert cache.evictions == 1 and cache.peek("K0") is None  # the least recently used
+    assert loads.count("NEW") == 2
+
+    # A one-off key never displaces anything, however many pass by.
+    for n in range(5000):
+        await cache.get(f"ONCE{n}", loader(f"ONCE{n}"))
+    assert cache.peek("NEW") is not None and cache.evictions == 1
+    assert cache.refused == 1 + 5000
+    assert len(cache._doorkeeper) <= 1024  # bounded: cleared when full
+
+
+def test_sync_loads_are_admitted_like_async_ones():
+    cache = make_cache(FakeClock(), max_bytes=3500)
+    for n in range(3):
+        cache.get_now(f"K{n}", lambda: (RC.SUCCESS, record(data=b"x" * 500)))
+    entry = cache.get_now("NEW", lambda: (RC.SUCCESS, record(data=b"y" * 500)))
+    assert entry is not None and entry.values == record(data=b"y" * 500)
+    assert cache.peek("NEW") is None and cache.refused == 1
+    # Its reply is made for this caller, but not charged to the cache.
+    before = cache.bytes
+    assert cache.encoded(entry, "spelling", lambda: b"body") == b"body"
+    assert cache.bytes == before
+    cache.get_now("NEW", lambda: (RC.SUCCESS, record(data=b"y" * 500)))
+    assert cache.peek("NEW") is not None
 
 
 async def test_encodings_are_made_once_and_charged():

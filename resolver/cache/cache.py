@@ -6,6 +6,16 @@ its expiry. If reloading it raises one of the ``stale_on`` exceptions (an
 upstream that does not answer), the callers get a copy marked ``stale`` that
 lives ``stale_retry`` seconds, so a dead upstream is asked at most that often;
 transports mark such replies and ``stale_hits`` counts them.
+
+Admission: while there is room every answer is kept. Once the cache is full,
+an answer that would evict another is kept only if its key missed before,
+recently (TinyLFU's "doorkeeper": a bounded set of key hashes, cleared when
+full). A uniform cold load over many more records than fit, where almost no
+record is asked twice before it would be evicted, then stops churning the
+cache (an insert, an eviction and a copy of the reply per request, and new
+objects for the collector to walk), while a key asked again soon gets in on
+its second miss and stays as long as it is used. ``refused`` counts answers
+served but not kept.
 """
 
 from __future__ import annotations
@@ -28,6 +38,10 @@ T = TypeVar("T", bound=Sized)
 
 # Encodings kept per entry (one per spelling of the handle a reply echoes, etc.).
 MAX_ENCODINGS_PER_ENTRY = 8
+# The doorkeeper remembers misses of a full cache: at most a quarter as many
+# as the cache holds entries (a window short enough that a uniform load over
+# many times the cache's records rarely repeats a key in it), at least this.
+MIN_DOORKEEPER = 1024
 
 
 class ResolutionCache:
@@ -60,6 +74,8 @@ class ResolutionCache:
         self.evictions = 0
         self.expirations = 0
         self.stale_hits = 0  # replies served from a stale copy
+        self.refused = 0  # answers not kept: the cache was full and the key new
+        self._doorkeeper: set[int] = set()  # hashes of keys that missed a full cache
         # Entries are served only before this clock time. Infinite for a lone
         # node; a node sharing a store lends its cache a lease that lasts as
         # long as it is sure to hear of other nodes' writes (resolver.redis_tier).
@@ -124,7 +140,8 @@ class ResolutionCache:
             self._insert(stale)
             return stale
         entry = self._make_entry(key, rc, values)
-        self._insert(entry)
+        if self._admit(entry):
+            self._insert(entry)
         return entry
 
     async def _load(self, key: str, load: Loader) -> CacheEntry:
@@ -144,7 +161,8 @@ class ResolutionCache:
         # Invalidated while loading: answer the callers, but do not keep it.
         if self._inflight.get(key) is asyncio.current_task():
             del self._inflight[key]
-            self._insert(entry)
+            if self._admit(entry):
+                self._insert(entry)
         return entry
 
     def encoded(self, entry: CacheEntry, which: object, encode: Callable[[], T]) -> T:
@@ -153,11 +171,12 @@ class ResolutionCache:
         if body is None:
             body = encode()
             if len(entry.encodings) < MAX_ENCODINGS_PER_ENTRY:
-                if isinstance(body, bytes):
-                    body = cast(T, exact_bytes(body))
+                kept = self._entries.get(entry.key) is entry
+                if kept and isinstance(body, bytes):
+                    body = cast(T, exact_bytes(body))  # only for what the cache keeps
                 entry.encodings[which] = body
                 entry.size += len(body)
-                if self._entries.get(entry.key) is entry:
+                if kept:
                     self.bytes += len(body)
                     self._evict()
         return body
@@ -173,6 +192,7 @@ class ResolutionCache:
     def clear(self) -> None:
         self._entries.clear()
         self._inflight.clear()
+        self._doorkeeper.clear()
         self.bytes = 0
 
     # -- internals ---------------------------------------------------------
@@ -197,6 +217,21 @@ class ResolutionCache:
         self.stale_hits += 1
         return CacheEntry(key, old.values, min(now + self.stale_retry, old.stale_until), old.rc,
                           size=old.size, stale_until=old.stale_until, stale=True)
+
+    def _admit(self, entry: CacheEntry) -> bool:
+        """Whether to keep a fresh answer: yes while it fits, else on its key's second miss."""
+        if self.bytes + entry.size <= self.max_bytes or entry.key in self._entries:
+            return True
+        doorkeeper = self._doorkeeper
+        mark = hash(entry.key)
+        if mark in doorkeeper:
+            doorkeeper.discard(mark)
+            return True
+        if len(doorkeeper) >= max(MIN_DOORKEEPER, len(self._entries) // 4):
+            doorkeeper.clear()
+        doorkeeper.add(mark)
+        self.refused += 1
+        return False
 
     def _insert(self, entry: CacheEntry) -> None:
         now = self._clock()
