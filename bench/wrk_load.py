@@ -40,7 +40,9 @@ def require_wrk() -> str:
 
 def wrk_argv(url: str, script: Path, *, seconds: float, connections: int, cpu: int | None
              ) -> list[str]:
-    return pinned(cpu, [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+    # wrk takes whole seconds only ("-d6.66667s" is an error).
+    whole = max(1, round(seconds))
+    return pinned(cpu, [require_wrk(), "-t1", f"-c{connections}", f"-d{whole}s", "--latency",
                         "-s", str(script), url])
 
 
