@@ -5,8 +5,8 @@
 
 Starts a fresh node (embedded store, prefix 88.100.1, an SNMS account), writes
 a schemathesis config that authenticates Handle REST operations with Basic
-``300:88.100.1/ADMIN`` and SNMS ones with a token fetched from
-``/identity/token``, and runs every check against the whole document: no 5xx,
+``300:88.100.1/ADMIN`` and SNMS ones with a token this script fetched from
+``/identity/token`` before the run, and runs every check against the whole document: no 5xx,
 no status code, content type, header or body the document does not allow.
 Prints schemathesis' report; exit status is schemathesis'.
 """
@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +38,19 @@ class FuzzResult:
     requests: int | None
 
 
-def config_toml(workdir: Path) -> str:
+def config_toml(workdir: Path, snms_token: str) -> str:
     login = f"300%3A{PREFIX}/ADMIN"
+    # One token for the whole run (they last 24 h), fetched before it: the fuzzer
+    # also sends wrong passwords for the same account from the same address, and
+    # the node's login throttle (resolver/throttle.py) would then refuse a
+    # re-login by schemathesis' dynamic auth, as it should refuse any guesser.
     return f"""
 [auth.openapi.handleBasic]
 username = "{login}"
 password = "{ADMIN_SECRET}"
 
-[auth.dynamic.openapi.snmsToken]
-path = "/identity/token"
-payload = {{ username = "{ACCOUNT}", password = "{ACCOUNT_PASSWORD}" }}
-extract_selector = "/data/token"
+[auth.openapi.snmsToken]
+bearer = "{snms_token}"
 
 [generation]
 database = "none"
@@ -111,7 +114,6 @@ def run(*, max_examples: int, seed: int, workers: int, workdir: Path,
     prepare_store(store)
     port = free_port()
     config = workdir / "schemathesis.toml"
-    config.write_text(config_toml(workdir))
     serve = idnode("serve", "--store", str(store), "--port", str(port), "--no-handle-protocol",
                    "--log-level", "WARNING", "--workers", "1")
     schemathesis = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
@@ -130,10 +132,23 @@ def run(*, max_examples: int, seed: int, workers: int, workdir: Path,
         *(extra or []),
     ]
     with listening(serve, port, workdir / "node.log"):
+        config.write_text(config_toml(workdir, snms_login(f"http://127.0.0.1:{port}")))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               env=child_env())
     output = done.stdout + done.stderr
     return FuzzResult(done.returncode, output, count_requests(workdir / "events.ndjson"))
+
+
+def snms_login(base_url: str) -> str:
+    """A token of the fuzz account from ``POST /identity/token``."""
+    body = json.dumps({"username": ACCOUNT, "password": ACCOUNT_PASSWORD}).encode()
+    request = urllib.request.Request(f"{base_url}/identity/token", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        envelope = json.loads(reply.read())
+    if envelope.get("status") != 1:
+        raise SystemExit(f"SNMS login of {ACCOUNT!r} failed: {envelope}")
+    return str(envelope["data"]["token"])
 
 
 def count_requests(events: Path) -> int | None:

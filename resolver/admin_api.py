@@ -175,7 +175,7 @@ class AdminApi:
 
     async def list_applications(self, request: web.BaseRequest) -> web.Response:
         account = await self._account(request)
-        state = request.query.get("state") or None
+        state = request.query.get("state")  # "state=" too is not one of the three
         if state is not None and state not in ("pending", "approved", "rejected"):
             raise InvalidValue("state must be pending, approved or rejected")
         applicant = request.query.get("applicant") or None

@@ -243,6 +243,12 @@ async def test_bad_requests_get_handle_style_errors(node: LiveNode) -> None:
                 {"enterprise": "A", "prefix": "0"}):
         status, body = await call(node, "POST", "/api/admin/applications", bad, token=applicant)
         assert status == 400, (bad, body)
+    # A state filter is one of the documented three; "state=" is none of them
+    # (found by the long schemathesis run, 2026-12-06).
+    for state in ("", "done", "PENDING"):
+        status, body = await call(node, "GET", f"/api/admin/applications?state={state}",
+                                  token=applicant)
+        assert status == 400 and body["responseCode"] == 202, (state, body)  # invalid value
     assert (await call(node, "GET", "/api/admin/applications/99", token=applicant))[0] == 404
     assert (await call(node, "GET", "/api/admin/applications/x1", token=applicant))[0] == 400
     # A known path, a method it does not take: 405 (with Allow), as elsewhere in /api.
