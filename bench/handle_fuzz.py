@@ -353,8 +353,12 @@ def expect_tcp(data: bytes) -> Expect:
 _RESOLUTION_RCS = {1, 100, 102, 200, 301, 402}
 _AFTER_CHALLENGE_RCS = {1, 100, 101, 102, 200, 201, 202, 301, 400, 401, 403, 405}
 _CHALLENGED_OPS = {OpCode.RESOLUTION, OpCode.CHALLENGE_RESPONSE, *ADMIN_OPCODES}
+# Served admin operations: the handle operations and, since nodes home their
+# prefixes over the protocol, HOME_NA / UNHOME_NA / LIST_HOMED_NAS (a malformed
+# prefix is refused with 102 before the challenge, as a malformed handle is).
 _CHALLENGED_ADMIN = {OpCode.CREATE_HANDLE, OpCode.DELETE_HANDLE, OpCode.ADD_VALUE,
-                     OpCode.REMOVE_VALUE, OpCode.MODIFY_VALUE}
+                     OpCode.REMOVE_VALUE, OpCode.MODIFY_VALUE, OpCode.HOME_NA,
+                     OpCode.UNHOME_NA, OpCode.LIST_HOMED_NAS}
 
 
 def legitimate_rcs(op: int, *, udp: bool) -> set[int]:
@@ -370,7 +374,7 @@ def legitimate_rcs(op: int, *, udp: bool) -> set[int]:
     if op in _CHALLENGED_ADMIN:  # TCP: refused before a challenge, or challenged
         return {RC.PROTOCOL_ERROR, 100, 101, 102, 202, 301, 402}
     # Every other known opCode: part of the protocol, not served by this node
-    # (LIST_HANDLES, HOME_NA..., SESSION_*, VERIFY_CHALLENGE, replication 1000-1003).
+    # (LIST_HANDLES, SESSION_*, VERIFY_CHALLENGE, replication 1000-1003).
     return {RC.OPERATION_NOT_SUPPORTED}
 
 
