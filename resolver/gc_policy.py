@@ -33,7 +33,8 @@ GEN2 = 100
 
 
 def settle_for_serving() -> None:
-    """Call once the node is started and before it takes load."""
+    """Call once the node is started and before it takes load: a lone node
+    (``resolver.server.serve_forever``) and each worker (``resolver.workers``)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GEN0, GEN1, GEN2)

@@ -215,6 +215,7 @@ class Supervisor:
 
 async def serve_worker(config: NodeConfig, slots: int, runtime: Path, lifeline: int) -> None:
     from resolver.coherence import SiblingPeers
+    from resolver.gc_policy import settle_for_serving
     from resolver.node import Node
     from resolver.server import RunningNode
     from resolver.siblings import SiblingBus
@@ -246,6 +247,7 @@ async def serve_worker(config: NodeConfig, slots: int, runtime: Path, lifeline: 
     try:
         await running.start()
         metrics.start()
+        settle_for_serving()  # as a lone node does (resolver.server.serve_forever)
         await stop.wait()
     finally:
         loop.remove_reader(lifeline)
