@@ -57,6 +57,7 @@ from protocol.values import (
     AdminRecord,
     HandleValue,
     ValueReference,
+    ValueView,
     admin_perms_to_text,
     encode_admin,
     encode_vlist,
@@ -216,32 +217,43 @@ def _structured_data(kind: str, data: bytes) -> dict[str, Any]:
         return _generic_data(data)
 
 
-def _data_to_json(type_: str, data: bytes) -> dict[str, Any]:
-    kind = _structured_kind(type_)
-    if kind is not None:
-        return _structured_data(kind, data)
-    return _generic_data(data)
-
-
-def value_to_json(v: HandleValue) -> dict[str, Any]:
+def value_to_json(v: ValueView) -> dict[str, Any]:
     """One value as Handle.Net writes it (key order included).
 
     The ``data`` dict of structured types comes from a shared cache: serialise or
-    copy the result, never mutate it in place.
+    copy the result, never mutate it in place. Every resolve that misses the
+    cache renders its values here, so the usual value (a generic type, text
+    data, default permissions, no references) takes one pass with no calls
+    beyond the C ones.
     """
-    out: dict[str, Any] = {"index": v.index, "type": v.type, "data": _data_to_json(v.type, v.data)}
+    type_, data = v.type, v.data
+    kind = _kinds.get(type_, _UNSEEN)
+    if kind is _UNSEEN:
+        kind = _structured_kind(type_)
+        if len(_kinds) < _MAX_KINDS:
+            _kinds[type_] = kind
+    shown = _generic_data(data) if kind is None else _structured_data(kind, data)
+    out: dict[str, Any] = {"index": v.index, "type": type_, "data": shown}
     perms = v.permissions  # often a Perm IntFlag: "&" on it is slow, "!=" is not
     if perms != _DEFAULT_PERMS:
         out["permissions"] = _PERMS_TEXT[int(perms) & 0x0F]
     out["ttl"] = format_time(v.ttl) if v.ttl_absolute else v.ttl
     if v.timestamp:
         out["timestamp"] = format_time(v.timestamp)
-    if v.references:
-        out["references"] = [{"handle": r.handle, "index": r.index} for r in v.references]
+    references = v.references
+    if references:
+        out["references"] = [{"handle": r.handle, "index": r.index} for r in references]
     return out
 
 
-def values_to_json(values: tuple[HandleValue, ...] | list[HandleValue]) -> list[dict[str, Any]]:
+# value_to_json's memo of _structured_kind per type spelling, bounded (types
+# come from clients); past the bound the lru_cache behind it still answers.
+_kinds: dict[str, str | None] = {}
+_MAX_KINDS = 1024
+_UNSEEN = "unseen"  # not a kind
+
+
+def values_to_json(values: Sequence[ValueView]) -> list[dict[str, Any]]:
     return [value_to_json(v) for v in values]
 
 
@@ -250,7 +262,7 @@ def values_to_json(values: tuple[HandleValue, ...] | list[HandleValue]) -> list[
 _dumps = orjson.dumps
 
 
-def resolve_reply(handle_text: str, values: tuple[HandleValue, ...] | list[HandleValue]) -> bytes:
+def resolve_reply(handle_text: str, values: Sequence[ValueView]) -> bytes:
     """``{"responseCode":1,"handle":...,"values":[...]}``; ``handle`` is the request's spelling."""
     return _dumps(
         {"responseCode": 1, "handle": handle_text, "values": [value_to_json(v) for v in values]}
@@ -258,7 +270,7 @@ def resolve_reply(handle_text: str, values: tuple[HandleValue, ...] | list[Handl
 
 
 def referral_reply(
-    rc: int, handle_text: str, values: tuple[HandleValue, ...] | list[HandleValue]
+    rc: int, handle_text: str, values: Sequence[ValueView]
 ) -> bytes:
     """RC 302/303: the referral's values (HS_SITE / HS_SITE.PREFIX / HS_SERV) in the
     resolution reply's shape, so a client reads the sites to ask next."""

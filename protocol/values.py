@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntFlag
+from typing import Protocol
 
 from protocol.codes import RC
 from protocol.errors import HandleError, InvalidValue, MalformedMessage
@@ -48,7 +49,7 @@ class Perm(IntFlag):
 # are tested on every resolve.
 DEFAULT_PERMS: int = 0x0E  # "1110": admin read/write, public read
 SECRET_PERMS: int = 0x0C  # "1100": never public
-_PUBLIC_READ: int = 0x02
+PUBLIC_READ: int = 0x02
 
 
 def perms_to_text(perms: int) -> str:
@@ -105,7 +106,7 @@ class HandleValue:
 
     @property
     def public_read(self) -> bool:
-        return bool(self.permissions & _PUBLIC_READ)
+        return bool(self.permissions & PUBLIC_READ)
 
     def type_matches(self, wanted: str) -> bool:
         """Handle's type filter: case-insensitive; ``URL.`` also matches ``URL.alt``."""
@@ -123,6 +124,31 @@ class HandleValue:
     _set_index, _set_type, _set_data, _set_ttl, _set_ttl_absolute, _set_timestamp,
     _set_permissions, _set_references,
 ) = (HandleValue.__dict__[f.name].__set__ for f in fields(HandleValue))  # fmt: skip
+
+
+class ValueView(Protocol):
+    """What reading a value needs: a ``HandleValue``, or the ``StoredValue`` a
+    store decodes (``protocol.record_msgpack``), which replies are rendered
+    from without making a ``HandleValue``."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def ttl(self) -> int: ...
+    @property
+    def ttl_absolute(self) -> bool: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def permissions(self) -> int: ...
+    @property
+    def references(self) -> tuple[ValueReference, ...]: ...
+    @property
+    def public_read(self) -> bool: ...
 
 
 def check_value(value: HandleValue) -> None:
@@ -154,7 +180,7 @@ def check_record(values: Sequence[HandleValue]) -> None:
 
 
 def filter_values(
-    values: tuple[HandleValue, ...] | list[HandleValue],
+    values: Sequence[HandleValue],
     indexes: tuple[int, ...] | list[int] = (),
     types: tuple[str, ...] | list[str] = (),
 ) -> list[HandleValue]:

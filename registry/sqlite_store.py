@@ -43,7 +43,7 @@ from protocol.errors import (
     HandleNotFound,
     MalformedMessage,
 )
-from protocol.record_msgpack import decode_record, encode_record
+from protocol.record_msgpack import StoredRecord, decode_record, encode_record
 from protocol.values import HandleValue
 from registry import sqlite_apps
 from registry.record_edits import merge_values, without_indexes
@@ -54,6 +54,7 @@ from registry.store import (
     PutItem,
     PutResult,
     Record,
+    RecordView,
     StatsCount,
     Store,
     StoreBusy,
@@ -159,8 +160,12 @@ def _decode_stored(key: str, blob: bytes) -> Record:
     try:
         return decode_record(blob)
     except MalformedMessage as exc:
-        # Not the client's protocol error: our own data is damaged.
-        raise StoreError(f"Stored record of {key!r} is corrupt: {exc.message}") from exc
+        raise _corrupt(key, exc) from exc
+
+
+def _corrupt(key: str, exc: MalformedMessage) -> StoreError:
+    # Not the client's protocol error: our own data is damaged.
+    return StoreError(f"Stored record of {key!r} is corrupt: {exc.message}")
 
 
 def _prefix_range(prefix: str) -> tuple[str, str]:
@@ -360,20 +365,31 @@ class SQLiteStore(Store):
     # hop costs more than the work, so reads stay inline; the cost is that a
     # page missing from the OS cache blocks the loop for one disk read.
     async def get(self, key: str) -> Record | None:
-        return self.get_now(key)
+        blob = self._read_blob(key)
+        return None if blob is None else _decode_stored(key, blob)
 
-    def inline_reader(self) -> Callable[[str], Record | None]:
-        return self.get_now
+    def inline_reader(self) -> Callable[[str], RecordView | None]:
+        return self.read_now
 
-    def get_now(self, key: str) -> Record | None:
-        """``get`` without the coroutine: the node's resolve path calls it directly."""
+    def read_now(self, key: str) -> StoredRecord | None:
+        """``get`` without the coroutine, for the resolve path: the values come
+        decoded only as far as ``StoredRecord`` (cheap); ``HandleValue``s on demand."""
+        blob = self._read_blob(key)
+        if blob is None:
+            return None
+        try:
+            return StoredRecord(blob)
+        except MalformedMessage as exc:
+            raise _corrupt(key, exc) from exc
+
+    def _read_blob(self, key: str) -> bytes | None:
         if self._state != "open":
             self._check_open()
         try:  # not _mapped_errors(): a generator context manager costs ~1 us here
             row = self._reader.execute(_GET, (key,)).fetchone()  # type: ignore[union-attr]
         except sqlite3.Error as exc:
             raise _map_sqlite_error(exc) from exc
-        return None if row is None else _decode_stored(key, row[0])
+        return None if row is None else row[0]  # type: ignore[no-any-return]
 
     async def unannounced_writes(self) -> int | None:
         self._check_open()

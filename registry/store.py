@@ -27,6 +27,9 @@ from protocol.record_msgpack import decode_record
 from protocol.values import HandleValue
 
 Record = tuple[HandleValue, ...]
+# A record as the resolve path reads it (``Store.inline_reader``): a sequence
+# of values that may be made on demand (``protocol.record_msgpack.StoredRecord``).
+RecordView = Sequence[HandleValue]
 
 
 class StoreError(HandleError):
@@ -146,7 +149,7 @@ class Store(ABC):
     async def get(self, key: str) -> Record | None:
         """The record, or None when the handle does not exist."""
 
-    def inline_reader(self) -> Callable[[str], Record | None] | None:
+    def inline_reader(self) -> Callable[[str], RecordView | None] | None:
         """``get`` as a plain function, for a backend whose reads never wait on
         anything but the disk (SQLite reads inline on the event loop thread):
         a caller then skips the coroutine and task around each lookup. None

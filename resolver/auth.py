@@ -19,7 +19,7 @@ import binascii
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -83,7 +83,7 @@ class AuthenticationNeeded(HandleError):
 
 
 # handle text -> its current record (None if there is none)
-RecordLookup = Callable[[str], Awaitable[tuple[HandleValue, ...] | None]]
+RecordLookup = Callable[[str], Awaitable[Sequence[HandleValue] | None]]
 
 
 class Authenticator:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from email.utils import formatdate
+from functools import lru_cache
 from typing import Final
 
 from aiohttp import web
@@ -42,6 +43,19 @@ def encode_head(
     status: int, content_type: str, body_length: int, extra_headers: dict[str, str] | None = None
 ) -> bytes:
     """Status line and fixed headers; the Date line and blank line follow per request."""
+    if not extra_headers:
+        return _plain_head(status, content_type, body_length)
+    return _format_head(status, content_type, body_length, extra_headers)
+
+
+@lru_cache(maxsize=4096)  # every miss makes a head; replies of a store share few lengths
+def _plain_head(status: int, content_type: str, body_length: int) -> bytes:
+    return _format_head(status, content_type, body_length, None)
+
+
+def _format_head(
+    status: int, content_type: str, body_length: int, extra_headers: dict[str, str] | None
+) -> bytes:
     reason = _REASONS.get(status, b"")
     extra = "".join(f"{k}: {v}\r\n" for k, v in (extra_headers or {}).items()).encode()
     return (
@@ -59,10 +73,10 @@ class PreEncodedResponse:
 
     def __init__(
         self, body: bytes, status: int, content_type: str,
-        extra_headers: dict[str, str] | None = None,
+        extra_headers: dict[str, str] | None = None, *, kept: bool = True,
     ) -> None:
         self._head = encode_head(status, content_type, len(body), extra_headers)
-        self.body = exact_bytes(body)  # it is made to be kept (in the cache)
+        self.body = exact_bytes(body) if kept else body  # kept: in the cache, see exact_bytes
         self.status = status
         self.headers = extra_headers or {}  # beyond Content-Type (for the slow path)
 

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -179,7 +179,7 @@ class HandleService:
         self,
         env: Envelope,
         msg: Message,
-        values: tuple[HandleValue, ...] | None,
+        values: Sequence[HandleValue] | None,
         rc: RC,
         now: int,
         *,
@@ -188,7 +188,7 @@ class HandleService:
     ) -> bytes:
         request = _body(msg, ResolutionRequest)
         if rc in (RC.SERVICE_REFERRAL, RC.PREFIX_REFERRAL):  # where to ask instead
-            return encode_reply(env, msg, rc, ReferralBody(request.handle, values or ()),
+            return encode_reply(env, msg, rc, ReferralBody(request.handle, tuple(values or ())),
                                 now=now, request_id=request_id,
                                 session_id=None if request_id is None else 0)
         if values is None:

@@ -29,7 +29,13 @@ from resolver.http_common import JSON_HEADERS, JSON_TYPE, error_response, json_b
 from resolver.metrics import RouteLatency
 from resolver.node import Node
 from resolver.proxy import proxy_resolve
-from resolver.rest_api import HANDLES_PATH, RestApi, cached_reply, handle_text_from_path
+from resolver.rest_api import (
+    HANDLES_PATH,
+    RestApi,
+    cached_reply,
+    handle_text_from_path,
+    reply_response,
+)
 from resolver.snms_api import SnmsApi, is_snms_path, snms_routes
 from resolver.stats import REPORTS_PATH
 from resolver.stats_api import STATS_PATH, StatsApi
@@ -75,6 +81,7 @@ class HttpFrontend:
         path, _, query = raw.partition("?")
         method = request.method
         # Hot path: anonymous, unfiltered resolve with a cached answer.
+        key = None
         if (
             method == "GET"
             and not query
@@ -97,6 +104,16 @@ class HttpFrontend:
         if path not in _NEVER_SHED and admission.refuse(start - getattr(request, "arrived", start)):
             self._shed_stats.observe(503, time.perf_counter() - start)
             return self._busy(request, method)
+        if key is not None:  # the same resolve, missed: the short way if it applies
+            try:
+                missed = self.rest.resolve_missed(text, key)
+            except HandleError as exc:  # the store's: busy, closed, damaged
+                error = self._error(request, exc, text, method)
+                self._resolve_stats.observe(error.status, time.perf_counter() - start)
+                return error
+            if missed is not None:
+                self._resolve_stats.observe(missed.status, time.perf_counter() - start)
+                return reply_response(request, missed, raw=self._raw_replies)
         admission.inflight += 1
         try:
             stats, response = await self._dispatch(request, path, method)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -76,12 +75,56 @@ class RequestMetrics:
         for (transport, route), stats in sorted(self.routes.items()):
             for status, count in sorted(stats.codes.items()):
                 requests.add_metric([transport, route, str(status)], count)
-            cumulative, buckets = 0, []
-            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), stats.buckets, strict=True):
-                cumulative += count
-                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
-            latency.add_metric([transport, route], buckets, stats.total)
+            latency.add_metric([transport, route], _cumulative(stats.buckets), stats.total)
         yield requests
+        yield latency
+
+
+def _cumulative(buckets: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts as Prometheus's cumulative ``le`` buckets."""
+    cumulative, out = 0, list[tuple[str, float]]()
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+        cumulative += count
+        out.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+    return out
+
+
+class OperationLatency:
+    """One store operation's latency histogram, in plain numbers."""
+
+    __slots__ = ("buckets", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+class StoreLatency:
+    """``idnode_store_duration_seconds`` by operation: a cache miss times its
+    store read, so this is on the resolve path too (~0.3 µs a call against
+    ~1 µs for a prometheus-client Histogram child)."""
+
+    def __init__(self) -> None:
+        self.operations: dict[str, OperationLatency] = {}
+
+    def operation(self, name: str) -> OperationLatency:
+        """Bind once per operation and keep the object."""
+        stats = self.operations.get(name)
+        if stats is None:
+            stats = self.operations[name] = OperationLatency()
+        return stats
+
+    def collect(self) -> Iterator[Metric]:
+        latency = HistogramMetricFamily(
+            "idnode_store_duration_seconds", "Time spent in store calls, by operation",
+            labels=["operation"],
+        )
+        for name, stats in sorted(self.operations.items()):
+            latency.add_metric([name], _cumulative(stats.buckets), stats.total)
         yield latency
 
 
@@ -96,10 +139,3 @@ class GaugeCollector:
         for name, (kind, help_text, read) in self.gauges.items():
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(name, help_text, value=read())
-
-
-def store_latency(registry: CollectorRegistry) -> Histogram:
-    return Histogram(
-        "idnode_store_duration_seconds", "Time spent in store calls, by operation",
-        ["operation"], registry=registry, buckets=LATENCY_BUCKETS,
-    )

@@ -18,19 +18,20 @@ from urllib.parse import quote
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from protocol.codes import RC
 from protocol.errors import HandleError
-from protocol.identifier import Handle, parse_handle, parse_prefix, prefix_handle
+from protocol.identifier import PREFIX_NA, Handle, parse_handle, parse_prefix, prefix_handle
 from protocol.values import HandleValue
 from registry.backends import open_store_at
 from registry.credentials import SecretSealer, load_master_key
-from registry.store import Store
+from registry.store import RecordView, Store
 from resolver.admission import Admission
 from resolver.applications import ApplicationDesk
 from resolver.auth import Authenticator, Identity
 from resolver.cache import CacheEntry, Resolution, ResolutionCache
 from resolver.coherence import Coherence, ExternalWritesWatch, Peers
 from resolver.config import NodeConfig
-from resolver.metrics import GaugeCollector, RequestMetrics, store_latency
+from resolver.metrics import GaugeCollector, RequestMetrics, StoreLatency
 from resolver.quotas import QuotaBook, parse_quota
 from resolver.recursive import RecursiveResolver
 from resolver.registrar import Registrar
@@ -143,6 +144,8 @@ class Node:
         self._load = self._timed_lookup if self.redis is None else self._shared_lookup
         # Inline lookups (SQLite, no Redis tier): a miss costs no task or await.
         self._lookup_now = lookup_now if self.redis is None else None
+        # ... and a miss of a plain handle reads the store directly (read_missed).
+        self._read_now = self.store.inline_reader() if self._lookup_now is not None else None
         # Writes reach every cache before they are acknowledged: sibling
         # workers and other nodes through ``peers`` (and Redis).
         tiers = [*peers, self.redis] if self.redis is not None else list(peers)
@@ -188,7 +191,9 @@ class Node:
         self.metrics_view = self.registry
         self.before_scrape: Callable[[], Awaitable[None]] | None = None
         self.requests = RequestMetrics()
-        self.store_latency = store_latency(self.registry)
+        self.store_latency = StoreLatency()
+        self.registry.register(self.store_latency)  # type: ignore[arg-type]
+        self._get_latency = self.store_latency.operation("get")  # bound once: per lookup
         self._register_metrics()
         if self.redis is not None:
             self.registry.register(self.redis.metrics())  # type: ignore[arg-type]
@@ -243,13 +248,41 @@ class Node:
                 return entry
         return await self.cache.get(handle.key, lambda: self._load(handle))
 
+    def read_missed(self, key: str) -> tuple[RecordView, CacheEntry | None] | None:
+        """The stored record of a cache key that missed, read inline, and the
+        entry the cache made for it (None where the cache would not keep it,
+        so a caller renders its reply straight from the record, as most misses
+        of a load spread over a large store are).
+
+        The short way for what every store-backed role's chain answers for a
+        plain handle under a prefix homed here (``resolver.roles``): its
+        record, RC 1. None, having cached nothing, for everything else (not
+        inline, not homed, ``0.NA/``, a lookup in flight, no record): ``resolve``
+        answers those. ``key`` must be a cache key (``fast_key``); one found in
+        the store was parsed when it was written.
+        """
+        read = self._read_now
+        if read is None or self.cache.loading(key):
+            return None
+        prefix = key.partition("/")[0]
+        if prefix not in self.homed or prefix == PREFIX_NA:
+            return None
+        start = time.perf_counter()
+        try:
+            record = read(key)
+        finally:
+            self._get_latency.observe(time.perf_counter() - start)
+        if record is None:
+            return None
+        return record, self.cache.offer(key, RC.SUCCESS, record)
+
     def _timed_lookup_now(self, handle: Handle) -> Resolution:
         assert self._lookup_now is not None
         start = time.perf_counter()
         try:
             return self._lookup_now(handle)
         finally:
-            self.store_latency.labels("get").observe(time.perf_counter() - start)
+            self._get_latency.observe(time.perf_counter() - start)
 
     async def _shared_lookup(self, handle: Handle) -> Resolution:
         assert self.redis is not None
@@ -260,9 +293,9 @@ class Node:
         try:
             return await self._lookup(handle)
         finally:
-            self.store_latency.labels("get").observe(time.perf_counter() - start)
+            self._get_latency.observe(time.perf_counter() - start)
 
-    async def record_of(self, handle_text: str) -> tuple[HandleValue, ...] | None:
+    async def record_of(self, handle_text: str) -> Sequence[HandleValue] | None:
         """The record of a handle, through the cache (None if absent or not a handle).
 
         For credentials and admin lists: hot (every write of a prefix reads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -14,7 +15,7 @@ from resolver.node import Node
 from resolver.rest_api import unfiltered_reply
 
 
-def first_url(values: tuple[HandleValue, ...]) -> str | None:
+def first_url(values: Sequence[HandleValue]) -> str | None:
     for v in sorted(values, key=lambda v: v.index):
         if v.public_read and v.type.upper() == URL:
             try:
@@ -39,7 +40,7 @@ async def proxy_resolve(node: Node, request: web.BaseRequest, text: str) -> web.
     return web.Response(body=unfiltered_reply(entry, text), content_type="application/json")
 
 
-def _html(text: str, values: tuple[HandleValue, ...]) -> str:
+def _html(text: str, values: Sequence[HandleValue]) -> str:
     rows = []
     for v in values:
         if not v.public_read:

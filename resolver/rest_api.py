@@ -25,11 +25,13 @@ from protocol.errors import (
     NotResponsible,
 )
 from protocol.identifier import Handle, parse_prefix, prefix_handle
+from protocol.record_msgpack import value_views
 from protocol.rest_batch import decode_rest_batch
-from protocol.values import AdminPerm, HandleValue, filter_values
+from protocol.values import PUBLIC_READ, AdminPerm, HandleValue, filter_values
 from resolver.auth import AuthenticationNeeded, Identity
 from resolver.authz import admin_records, authorise, may_read_private
 from resolver.cache import CacheEntry, ResolutionCache
+from resolver.cache.entry import usage_prefix
 from resolver.fast_reply import PreEncodedResponse, eligible
 from resolver.http_common import (
     JSON_HEADERS,
@@ -83,12 +85,17 @@ def reply_response(
 
 def unfiltered_reply(entry: CacheEntry, text: str) -> bytes:
     """The body of an anonymous, unfiltered resolve of ``entry`` echoing ``text``."""
-    if entry.rc in REFERRALS:
-        return rest_json.referral_reply(entry.rc, text, entry.values or ())
-    if entry.values is None:
-        message = "That prefix doesn't live here" if entry.rc == RC.SERVER_NOT_RESP else None
-        return rest_json.error_reply(int(entry.rc), text, message)
-    public = [v for v in entry.values if v.public_read]
+    return anonymous_body(entry.rc, entry.values, text)
+
+
+def anonymous_body(rc: RC, values: Sequence[HandleValue] | None, text: str) -> bytes:
+    """The body of an anonymous, unfiltered resolve answered ``rc``, ``values``."""
+    if rc in REFERRALS:
+        return rest_json.referral_reply(rc, text, values or ())
+    if values is None:
+        message = "That prefix doesn't live here" if rc == RC.SERVER_NOT_RESP else None
+        return rest_json.error_reply(int(rc), text, message)
+    public = [v for v in value_views(values) if v.permissions & PUBLIC_READ]
     if not public:
         return rest_json.values_not_found_reply(text)
     return rest_json.resolve_reply(text, public)
@@ -162,6 +169,21 @@ class RestApi:
                 else rest_json.values_not_found_reply(text)
             )
         return _render(body, query, stale=entry.stale)
+
+    def resolve_missed(self, text: str, key: str) -> PreEncodedResponse | None:
+        """``_resolve_anonymous`` of a cache miss that ``Node.read_missed`` answers
+        inline, else None. A reply the cache does not keep is rendered straight
+        from the stored values, and not kept either."""
+        found = self.node.read_missed(key)
+        if found is None:
+            return None
+        record, entry = found
+        if entry is not None:
+            self.node.usage.resolutions[entry.prefix] += 1
+            return cached_reply(self.node.cache, entry, text)
+        self.node.usage.resolutions[usage_prefix(key)] += 1
+        body = anonymous_body(RC.SUCCESS, record, text)
+        return PreEncodedResponse(body, ENTRY_STATUS[RC.SUCCESS], JSON_TYPE, kept=False)
 
     async def _resolve_anonymous(self, request: web.BaseRequest, text: str) -> web.StreamResponse:
         """``get_handle`` without parameters or credentials: the reply a cache hit

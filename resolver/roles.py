@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from protocol.codes import RC
 from protocol.identifier import PREFIX_NA, Handle, parent_prefixes, prefix_handle
 from protocol.values import HS_SITE_PREFIX
-from registry.store import Record, Store
+from registry.store import RecordView, Store
 from resolver.cache import Resolution
 
 Lookup = Callable[[Handle], Awaitable[Resolution]]
@@ -31,7 +31,7 @@ LookupNow = Callable[[Handle], Resolution]
 # returns its answer, or None to pass the handle on to the next stage. The
 # node runs the chain inline on a store that reads without waiting (SQLite:
 # no coroutine or task per lookup), or awaiting each read (PostgreSQL).
-Reads = Generator[str, Record | None, Resolution | None]
+Reads = Generator[str, RecordView | None, Resolution | None]
 Stage = Callable[[Handle], Reads]
 
 ROLES = ("secondary", "top-level", "recursive")
@@ -41,7 +41,7 @@ PREFIX_REFERRAL_TYPES = frozenset({HS_SITE_PREFIX})
 NOT_RESPONSIBLE: Resolution = (RC.SERVER_NOT_RESP, None)
 
 
-def run_now(stages: Sequence[Stage], handle: Handle, get: Callable[[str], Record | None]
+def run_now(stages: Sequence[Stage], handle: Handle, get: Callable[[str], RecordView | None]
             ) -> Resolution:
     """The chain's answer, reading through ``get`` inline."""
     for stage in stages:

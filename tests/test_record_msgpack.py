@@ -11,9 +11,12 @@ from protocol.errors import InvalidValue, MalformedMessage
 from protocol.record_msgpack import (
     FORMAT_VERSION,
     EncodedRecord,
+    StoredRecord,
+    StoredValue,
     decode_record,
     encode_record,
     plain_record,
+    value_views,
 )
 from protocol.values import (
     DEFAULT_PERMS,
@@ -65,6 +68,9 @@ def _decodes_or_malformed(data: bytes) -> None:
         assert all(isinstance(ref, ValueReference) for ref in value.references)
     # Whatever decodes must re-encode to something that decodes the same.
     assert decode_record(encode_record(values)) == values
+    # The resolve path's lazy reading agrees with it, value for value.
+    stored = StoredRecord(data)
+    assert stored == values and len(stored) == len(values)
 
 
 # -- round trips -------------------------------------------------------------
@@ -268,3 +274,29 @@ def test_encoded_record_reads_as_a_sequence() -> None:
     assert record[-1] == record[1] and list(record[:1]) == [record[0]]
     assert [v.index for v in record] == [1, 2]
     assert "EMAIL" in repr(record)
+
+
+# -- StoredRecord: the resolve path's reading, HandleValues made on demand ------------
+
+
+def test_stored_record_reads_like_its_values_and_makes_them_once() -> None:
+    values = (HandleValue(1, "URL", b"https://x", timestamp=7),
+              HandleValue(2, "EMAIL", b"a@b", permissions=0x0C,
+                          references=(ValueReference("88.1/r", 3),)))
+    record = StoredRecord(encode_record(values))
+    assert record._made is None  # nothing made yet
+    views = value_views(record)
+    assert all(type(v) is StoredValue for v in views)
+    assert [(v.index, v.type, v.data, v.public_read) for v in views] == [
+        (1, "URL", b"https://x", True), (2, "EMAIL", b"a@b", False)]
+    assert views[1].references == (ValueReference("88.1/r", 3),)
+    assert record == values and record == StoredRecord(encode_record(values))
+    assert record[1] is record[1]  # made once, then kept
+    assert list(record) == list(values) and record.encoded_size == len(encode_record(values))
+    assert value_views(values) is values  # anything else is read as it is
+
+
+@pytest.mark.parametrize("obj", [[1, [*GOOD, ["a/b", 1], "extra"]], [1, [1, "URL"]], [1, 5]])
+def test_stored_record_refuses_what_decode_record_refuses(obj: object) -> None:
+    with pytest.raises(MalformedMessage):
+        StoredRecord(msgpack.packb(obj, use_bin_type=True))

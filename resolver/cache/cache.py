@@ -24,15 +24,16 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sized
+from collections.abc import Awaitable, Callable, Sequence, Sized
 from typing import TypeVar, cast
 
 from protocol.codes import RC
-from protocol.values import HandleValue
+from protocol.record_msgpack import value_views
+from protocol.values import HandleValue, ValueView
 from resolver.cache.entry import CacheEntry, exact_bytes, record_size
 
 # What a lookup behind the cache answers: a response code and, on success, the values.
-Resolution = tuple[RC, tuple[HandleValue, ...] | None]
+Resolution = tuple[RC, Sequence[HandleValue] | None]
 Loader = Callable[[], Awaitable[Resolution]]
 T = TypeVar("T", bound=Sized)
 
@@ -144,6 +145,21 @@ class ResolutionCache:
             self._insert(entry)
         return entry
 
+    def loading(self, key: str) -> bool:
+        """Whether a lookup of ``key`` is in flight (``get`` joins it)."""
+        return key in self._inflight
+
+    def offer(self, key: str, rc: RC, values: Sequence[HandleValue] | None) -> CacheEntry | None:
+        """A miss of ``key`` that the caller answered itself, inline (the node's
+        direct read, ``Node.read_missed``): the entry made and kept for it, or
+        None, making nothing, where ``get_now`` would not keep it either."""
+        self.misses += 1
+        if not self._admits(key, record_size(key, values)):
+            return None
+        entry = self._make_entry(key, rc, values)
+        self._insert(entry)
+        return entry
+
     async def _load(self, key: str, load: Loader) -> CacheEntry:
         try:
             rc, values = await load()
@@ -197,12 +213,12 @@ class ResolutionCache:
 
     # -- internals ---------------------------------------------------------
 
-    def _make_entry(self, key: str, rc: RC, values: tuple[HandleValue, ...] | None) -> CacheEntry:
+    def _make_entry(self, key: str, rc: RC, values: Sequence[HandleValue] | None) -> CacheEntry:
         now = self._clock()
         if values is None:
             ttl = self.negative_ttl
         else:
-            ttl = record_ttl(values, self.max_ttl, self._wall_clock())
+            ttl = record_ttl(value_views(values), self.max_ttl, self._wall_clock())
         expires = now + ttl
         stale_until = expires + self.stale_window if self.stale_window and ttl else 0.0
         return CacheEntry(key, values, expires, rc, size=record_size(key, values),
@@ -219,11 +235,14 @@ class ResolutionCache:
                           size=old.size, stale_until=old.stale_until, stale=True)
 
     def _admit(self, entry: CacheEntry) -> bool:
+        return self._admits(entry.key, entry.size)
+
+    def _admits(self, key: str, size: int) -> bool:
         """Whether to keep a fresh answer: yes while it fits, else on its key's second miss."""
-        if self.bytes + entry.size <= self.max_bytes or entry.key in self._entries:
+        if self.bytes + size <= self.max_bytes or key in self._entries:
             return True
         doorkeeper = self._doorkeeper
-        mark = hash(entry.key)
+        mark = hash(key)
         if mark in doorkeeper:
             doorkeeper.discard(mark)
             return True
@@ -271,7 +290,7 @@ class ResolutionCache:
         self.clear()
 
 
-def record_ttl(values: tuple[HandleValue, ...], max_ttl: float, wall: float) -> float:
+def record_ttl(values: Sequence[ValueView], max_ttl: float, wall: float) -> float:
     """Seconds a record may be served: its values' smallest TTL (absolute ones
     are Unix times, compared with ``wall``), at most ``max_ttl``, at least 0."""
     ttl = max_ttl

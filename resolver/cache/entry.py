@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sized
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
 
 from protocol.codes import RC
+from protocol.record_msgpack import StoredRecord
 from protocol.values import HandleValue
 
 # What the Python objects around the payload cost, measured with tracemalloc
@@ -21,7 +22,7 @@ class CacheEntry:
     """One resolved key. ``values`` is None for a negative answer (``rc`` says which)."""
 
     key: str
-    values: tuple[HandleValue, ...] | None
+    values: Sequence[HandleValue] | None
     expires: float
     rc: RC = RC.SUCCESS
     # Encodings made on first use, keyed by the encoder's own key (e.g. the
@@ -49,9 +50,11 @@ def usage_prefix(key: str) -> str:
     return tail if head == "0.NA" and tail else head
 
 
-def record_size(key: str, values: tuple[HandleValue, ...] | None) -> int:
+def record_size(key: str, values: Sequence[HandleValue] | None) -> int:
     if not values:
         return ENTRY_OVERHEAD + len(key)
+    if type(values) is StoredRecord:  # its encoding: the bytes plus a few per value
+        return ENTRY_OVERHEAD + len(key) + VALUE_OVERHEAD * len(values) + values.encoded_size
     return ENTRY_OVERHEAD + len(key) + sum(
         VALUE_OVERHEAD + len(v.type) + len(v.data) for v in values)
 
