@@ -59,7 +59,7 @@ from protocol.values import (
 
 # Seals an HS_SECKEY's data (registry.credentials), passed in: no keys here.
 Seal = Callable[[bytes], bytes]
-StoredRecord = tuple[str, bytes]
+KeyedBlob = tuple[str, bytes]  # a normalised key and its record_msgpack bytes
 
 _PERMS = int(DEFAULT_PERMS)
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1  # json_int's range; check_value's is inside it
@@ -68,7 +68,7 @@ _encode_msgpack = msgspec.msgpack.Encoder().encode  # same bytes as msgpack.pack
 
 @dataclass(frozen=True, slots=True)
 class ParsedChunk:
-    records: list[StoredRecord]  # sorted by key; equal keys in input order
+    records: list[KeyedBlob]  # sorted by key; equal keys in input order
     errors: list[tuple[int, str]]  # (line number, message), in input order
     lines: int  # lines consumed, blank ones included
 
@@ -163,7 +163,7 @@ class RecordParser:
         seal = self.seal
         return encode_record([_sealed(v, seal) if v.type == HS_SECKEY else v for v in decoded])
 
-    def jsonl_record(self, line: bytes) -> StoredRecord:
+    def jsonl_record(self, line: bytes) -> KeyedBlob:
         """One JSONL line → (key, record bytes); raises HandleError."""
         try:
             plain = _decode_plain_line(line)
@@ -175,7 +175,7 @@ class RecordParser:
                 return self.key(plain.handle), blob
         return self._general_record(line)
 
-    def _general_record(self, line: bytes) -> StoredRecord:
+    def _general_record(self, line: bytes) -> KeyedBlob:
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
@@ -193,7 +193,7 @@ class RecordParser:
         if lines and not lines[-1]:
             lines.pop()
         key, decode, general = self.key, _decode_plain_line, self._general_record
-        records: list[StoredRecord] = []
+        records: list[KeyedBlob] = []
         errors: list[tuple[int, str]] = []
         for number, line in enumerate(lines, first_line):
             try:
@@ -243,7 +243,7 @@ class RecordParser:
         at_index, at_type, at_data = layout.index, layout.type, layout.data
         at_format, at_ttl = layout.format, layout.ttl
         key = self.key
-        records: list[StoredRecord] = []
+        records: list[KeyedBlob] = []
         try:
             for handle, group in groupby(rows, itemgetter(layout.handle)):
                 fields: list[object] = [FORMAT_VERSION]
@@ -277,7 +277,7 @@ class RecordParser:
         return ParsedChunk(records, [], len(lines))
 
     def _csv_rows(self, data: bytes, first_line: int, layout: CsvLayout) -> ParsedChunk:
-        records: list[StoredRecord] = []
+        records: list[KeyedBlob] = []
         errors: list[tuple[int, str]] = []
         lines, undecodable = _decoded_lines(data, first_line, errors)
         group: list[list[str]] = []
@@ -332,7 +332,7 @@ def _sealed(value: HandleValue, seal: Seal) -> HandleValue:
     return replace(value, data=seal(value.data), permissions=value.permissions & SECRET_PERMS)
 
 
-def _by_key(record: StoredRecord) -> str:
+def _by_key(record: KeyedBlob) -> str:
     return record[0]
 
 

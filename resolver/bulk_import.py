@@ -43,7 +43,7 @@ import msgspec
 import orjson
 
 from protocol import rest_json
-from protocol.bulk_records import CsvLayout, RecordParser, StoredRecord
+from protocol.bulk_records import CsvLayout, KeyedBlob, RecordParser
 from protocol.errors import HandleError
 from protocol.identifier import parse_prefix
 from protocol.values import DEFAULT_PERMS, DEFAULT_TTL, HandleValue
@@ -165,12 +165,12 @@ class Parsed:
     """A parsed piece: its records (packed, from a parse process), errors and
     line numbers counted from 0 within the piece."""
 
-    records: list[StoredRecord] | bytes
+    records: list[KeyedBlob] | bytes
     errors: list[tuple[int, str]]
     lines: int
     cpu: float  # seconds the parser spent on it
 
-    def unpacked(self) -> list[StoredRecord]:
+    def unpacked(self) -> list[KeyedBlob]:
         records = self.records
         return _unpack_records(records) if isinstance(records, bytes) else records
 
@@ -233,11 +233,11 @@ async def _run(store: Store, options: ImportOptions, report: ImportReport, first
     # going while the collector waits for the batch before to commit.
     depth = options.batch // LINES_PER_PIECE + 2 * max(options.jobs, 1)
     parsing: deque[asyncio.Future[Parsed]] = deque()
-    batch: list[StoredRecord] = []
+    batch: list[KeyedBlob] = []
     storing: asyncio.Task[None] | None = None
     last_progress, last_imported = time.perf_counter(), 0
 
-    async def timed_load(records: list[StoredRecord]) -> None:
+    async def timed_load(records: list[KeyedBlob]) -> None:
         started = time.perf_counter()
         await store.load_records(records)
         report.store_seconds += time.perf_counter() - started
@@ -300,7 +300,7 @@ async def _run(store: Store, options: ImportOptions, report: ImportReport, first
         raise
 
 
-def _by_key(record: StoredRecord) -> str:
+def _by_key(record: KeyedBlob) -> str:
     return record[0]
 
 
