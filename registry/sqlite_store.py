@@ -64,26 +64,30 @@ from registry.store import (
 
 SCHEMA_VERSION: Final = 4
 
-# Schema, chosen by measurement: 200k records of HS_ADMIN + URL + EMAIL (a
-# 153-byte msgpack record, 28-byte key), WAL, 64 MB cache, 10k rows per
-# transaction, on a noisy 2-core VM (ranges are run-to-run spread):
+# The handles table: one msgpack blob per handle (a record is always read and
+# written whole), keyed by the handle in a WITHOUT ROWID table: one B-tree.
+#
+# Until 2026-12-07 it was a rowid table with the key in a UNIQUE index, chosen
+# on 200k records (HS_ADMIN + URL + EMAIL, 153-byte record, 28-byte key, WAL,
+# 64 MB cache, 10k rows per transaction; ranges are run-to-run spread):
 #
 #                           B/id  insert   insert   lookup   count   OFFSET
 #                                 random   sorted            prefix  100k
 #   rowid table, key in a    237  67-73k/s 140-197k 10.5 us  11 ms   5 ms
-#     UNIQUE index (chosen)
+#     UNIQUE index
 #   key PRIMARY KEY,         222  44-50k/s 195-259k  9.1 us  32 ms  16 ms
-#     WITHOUT ROWID
-#   a row per value, (key,   287  22k/s      -      10 us    (3 rows per handle)
-#     idx) WITHOUT ROWID
+#     WITHOUT ROWID (now)
 #
-# With 10 values (412-byte record) WITHOUT ROWID is also larger (529 vs 498
-# B/id: rows over ~1/20 of a page fit its b-tree badly) and inserts at half
-# the rate. So: one msgpack blob per handle (a record is always read and
-# written whole) in a rowid table, the key in a narrow unique index. Inserts
-# in random key order (a live node) only split that index while the table
-# appends, and list/count/OFFSET paging scan the narrow index instead of the
-# records; that is worth 1.4 us more per lookup (two b-trees, ~7% of a get).
+# What changed the choice is the store that must stay in memory: the 100M
+# store of bench.gen_ids records was 23.8 GB as a rowid table, more than the
+# page cache of a 24 GiB machine, so uniform lookups waited on the disk; the
+# same 1M records take 16% less as WITHOUT ROWID (197.6 vs 235.5 MB, both
+# VACUUMed), every lookup walks one B-tree instead of two, and bulk loads
+# (sorted) append faster. The price: random-order inserts and prefix
+# count/OFFSET scans are slower at the SQLite level (table above). Stores
+# made before keep their rowid table; every statement here reads and writes
+# both, so nothing needs migrating (export and import into a new store
+# converts one).
 # Schema v2 adds the SNMS API's tables (accounts, metadata templates).
 _V2_TABLES: Final = (
     "CREATE TABLE accounts(username TEXT PRIMARY KEY, prefix TEXT NOT NULL,"
@@ -95,9 +99,8 @@ _V2_TABLES: Final = (
 _SCHEMA: Final = (
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID",
     "CREATE TABLE handles("
-    " id INTEGER PRIMARY KEY,"  # explicit, so VACUUM keeps it stable
-    " key TEXT NOT NULL UNIQUE,"  # BINARY collation: UTF-8 byte order
-    " record BLOB NOT NULL)",
+    " key TEXT NOT NULL PRIMARY KEY,"  # BINARY collation: UTF-8 byte order
+    " record BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE prefixes(prefix TEXT PRIMARY KEY) WITHOUT ROWID",
     *_V2_TABLES,
     *sqlite_apps.V3_TABLES,

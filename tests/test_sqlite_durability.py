@@ -207,8 +207,35 @@ async def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         assert version == (4,)
+        (ddl,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'handles'").fetchone()
+        assert ddl.endswith("WITHOUT ROWID")  # one B-tree per lookup (see the store)
     finally:
         conn.close()
+
+
+async def test_a_store_with_the_earlier_rowid_table_reads_and_writes_as_before(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rowid.sqlite"
+    async with SQLiteStore(path) as store:
+        await store.put("88.1/KEEP", (HandleValue(1, "URL", b"k"),))
+    conn = sqlite3.connect(path, isolation_level=None)  # as stores made before 12-07 are
+    conn.execute("ALTER TABLE handles RENAME TO new_layout")
+    conn.execute("CREATE TABLE handles(id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+                 " record BLOB NOT NULL)")
+    conn.execute("INSERT INTO handles(key, record) SELECT key, record FROM new_layout")
+    conn.execute("DROP TABLE new_layout")
+    conn.close()
+    async with SQLiteStore(path) as store:
+        assert await store.get("88.1/KEEP") == (HandleValue(1, "URL", b"k"),)
+        assert store.read_now("88.1/KEEP") == (HandleValue(1, "URL", b"k"),)
+        await store.put_many([PutItem(f"88.1/{i:04d}", ()) for i in range(600)])
+        assert await store.put("88.1/KEEP", ()) is False  # replaced, not added
+        assert await store.count_handles("88.1") == 601
+        assert await store.list_handles("88.1", offset=600) == ["88.1/KEEP"]
+        await store.delete("88.1/0000")
+        keys = [key async for key, _ in store.iter_records("88.1")]
+        assert keys[:2] == ["88.1/0001", "88.1/0002"] and len(keys) == 600
 
 
 async def test_migrates_a_v1_store_in_place(tmp_path: Path) -> None:
