@@ -222,16 +222,10 @@ def value_to_json(v: ValueView) -> dict[str, Any]:
 
     The ``data`` dict of structured types comes from a shared cache: serialise or
     copy the result, never mutate it in place. Every resolve that misses the
-    cache renders its values here, so the usual value (a generic type, text
-    data, default permissions, no references) takes one pass with no calls
-    beyond the C ones.
+    cache renders its values here: each attribute is read once.
     """
     type_, data = v.type, v.data
-    kind = _kinds.get(type_, _UNSEEN)
-    if kind is _UNSEEN:
-        kind = _structured_kind(type_)
-        if len(_kinds) < _MAX_KINDS:
-            _kinds[type_] = kind
+    kind = _structured_kind(type_)
     shown = _generic_data(data) if kind is None else _structured_data(kind, data)
     out: dict[str, Any] = {"index": v.index, "type": type_, "data": shown}
     perms = v.permissions  # often a Perm IntFlag: "&" on it is slow, "!=" is not
@@ -244,13 +238,6 @@ def value_to_json(v: ValueView) -> dict[str, Any]:
     if references:
         out["references"] = [{"handle": r.handle, "index": r.index} for r in references]
     return out
-
-
-# value_to_json's memo of _structured_kind per type spelling, bounded (types
-# come from clients); past the bound the lru_cache behind it still answers.
-_kinds: dict[str, str | None] = {}
-_MAX_KINDS = 1024
-_UNSEEN = "unseen"  # not a kind
 
 
 def values_to_json(values: Sequence[ValueView]) -> list[dict[str, Any]]:
