@@ -8,8 +8,12 @@ allocation once did), the node's RSS would outgrow the bound several times over.
 import asyncio
 import gc
 import tracemalloc
+from collections.abc import Callable, Sequence
+
+import pytest
 
 from protocol.codes import RC
+from protocol.record_msgpack import StoredRecord, encode_record
 from protocol.values import HandleValue
 from resolver.cache import ResolutionCache
 from resolver.rest_api import cached_reply
@@ -26,11 +30,16 @@ def realistic_record(n: int) -> tuple[HandleValue, ...]:
     )
 
 
-async def fill(cache: ResolutionCache) -> None:
-    for n in range(ENTRIES):
-        values = realistic_record(n)
+def as_read(n: int) -> StoredRecord:
+    """The record as a SQLite store reads it for a resolve."""
+    return StoredRecord(encode_record(realistic_record(n)))
 
-        async def load(values: tuple[HandleValue, ...] = values):
+
+async def fill(cache: ResolutionCache, record: Callable[[int], Sequence[HandleValue]]) -> None:
+    for n in range(ENTRIES):
+        values = record(n)
+
+        async def load(values: Sequence[HandleValue] = values):
             return RC.SUCCESS, values
 
         key = f"88.100.1/PRODUCT-2024-{n:09d}"
@@ -38,13 +47,14 @@ async def fill(cache: ResolutionCache) -> None:
         cached_reply(cache, entry, key)  # the REST reply, as a resolve keeps it
 
 
-def test_memory_held_is_what_the_cache_is_charged():
+@pytest.mark.parametrize("record", [realistic_record, as_read], ids=["values", "stored"])
+def test_memory_held_is_what_the_cache_is_charged(record):
     cache = ResolutionCache(max_bytes=1 << 40, max_ttl=86400, negative_ttl=5)
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        asyncio.run(fill(cache))
+        asyncio.run(fill(cache, record))
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
     finally:

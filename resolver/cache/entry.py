@@ -15,6 +15,10 @@ from protocol.values import HandleValue
 # objects ~130 B beyond the bytes themselves.
 ENTRY_OVERHEAD = 440
 VALUE_OVERHEAD = 136
+# A record as a store reads it (StoredRecord): the object and its tuple, and
+# per value a StoredValue, whose type string is its own (decoded, not interned).
+STORED_RECORD_OVERHEAD = 112
+STORED_VALUE_OVERHEAD = VALUE_OVERHEAD + 56
 
 
 @dataclass(slots=True)
@@ -53,8 +57,9 @@ def usage_prefix(key: str) -> str:
 def record_size(key: str, values: Sequence[HandleValue] | None) -> int:
     if not values:
         return ENTRY_OVERHEAD + len(key)
-    if type(values) is StoredRecord:  # its encoding: the bytes plus a few per value
-        return ENTRY_OVERHEAD + len(key) + VALUE_OVERHEAD * len(values) + values.encoded_size
+    if type(values) is StoredRecord:  # sized from its encoding, without a walk
+        return (ENTRY_OVERHEAD + len(key) + STORED_RECORD_OVERHEAD
+                + STORED_VALUE_OVERHEAD * len(values) + values.encoded_size)
     return ENTRY_OVERHEAD + len(key) + sum(
         VALUE_OVERHEAD + len(v.type) + len(v.data) for v in values)
 
