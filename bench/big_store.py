@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="the node's --workers (CPU and RSS are summed over them)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sqlite-cache", default=None,
+                        help="the node's --sqlite-cache (e.g. 256M); default: the node's (64M)")
     parser.add_argument("--sqlite-mmap", default=None,
                         help="the node's --sqlite-mmap (e.g. 32G); default: the node's (off)")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
@@ -119,14 +121,16 @@ def main() -> None:
         "store_bytes": sum(p.stat().st_size for p in files),
         "seconds": args.seconds, "connections": args.connections, "hot_set": args.hot_set,
         "cache_size": args.cache_size, "workers": args.workers,
-        "sqlite_mmap": args.sqlite_mmap, "cpu_count": os.cpu_count(),
+        "sqlite_mmap": args.sqlite_mmap, "sqlite_cache": args.sqlite_cache,
+        "cpu_count": os.cpu_count(),
         "load_before": os.getloadavg(), "os_cached_before": cached_share(files),
     }
     argv = idnode("serve", "--store", str(args.store), "--port", str(port),
                   "--no-handle-protocol", "--cache-size", args.cache_size,
                   "--workers", str(args.workers),
                   "--log-level", "WARNING",
-                  *(("--sqlite-mmap", args.sqlite_mmap) if args.sqlite_mmap else ()))
+                  *(("--sqlite-mmap", args.sqlite_mmap) if args.sqlite_mmap else ()),
+                  *(("--sqlite-cache", args.sqlite_cache) if args.sqlite_cache else ()))
     with listening(argv, port, work / "node.log") as node:
         with urllib.request.urlopen(f"{url}/api/handles/{prefixes[0]}/E0000000000") as reply:
             assert reply.status == 200

@@ -213,7 +213,8 @@ class SQLiteStore(Store):
     (backpressure) instead of growing the queue, or, with ``busy_when_full``
     (a serving node), fail at once with ``StoreBusy`` (RC 3) so the caller sheds
     load instead of waiting behind the queue. ``cache_mb`` and ``mmap_mb``
-    are per connection; ``scan_threads`` run list/count/iter_records.
+    are per connection (``lookup_cache_mb``, if given, for the one ``get``
+    and ``read_now`` use); ``scan_threads`` run list/count/iter_records.
     ``announces_writes``: the caller tells every cache of its writes itself
     (a node does, through ``resolver.coherence``); otherwise each write
     transaction also bumps the ``unannounced_writes`` counter that nodes poll.
@@ -228,6 +229,7 @@ class SQLiteStore(Store):
         bulk_chunk: int = 10_000,
         max_pending: int = 10_000,
         cache_mb: int = 64,
+        lookup_cache_mb: int | None = None,
         mmap_mb: int = 0,
         busy_timeout: float = 5.0,
         scan_threads: int = 2,
@@ -248,6 +250,8 @@ class SQLiteStore(Store):
         self._max_pending = max_pending
         self._busy_when_full = busy_when_full
         self._cache_kib = cache_mb * 1024
+        # The lookup connection's own: resolves read through it alone.
+        self._lookup_cache_kib = (cache_mb if lookup_cache_mb is None else lookup_cache_mb) * 1024
         self._mmap_bytes = mmap_mb * 1024 * 1024
         self._busy_ms = int(busy_timeout * 1000)
         self._scan_threads = scan_threads
@@ -298,7 +302,8 @@ class SQLiteStore(Store):
             with _mapped_errors():
                 # WAL readers are only ever busy during another process's
                 # recovery; never block the event loop long for that.
-                self._reader = self._connect(query_only=True, busy_ms=min(self._busy_ms, 100))
+                self._reader = self._connect(query_only=True, busy_ms=min(self._busy_ms, 100),
+                                             cache_kib=self._lookup_cache_kib)
         except BaseException:
             self._state = "closing"
             self._queue.put(_STOP)
@@ -332,7 +337,8 @@ class SQLiteStore(Store):
         self._state = "closed"
 
     def _connect(
-        self, *, query_only: bool, check_same_thread: bool = True, busy_ms: int | None = None
+        self, *, query_only: bool, check_same_thread: bool = True, busy_ms: int | None = None,
+        cache_kib: int | None = None,
     ) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path,
@@ -341,7 +347,7 @@ class SQLiteStore(Store):
             cached_statements=64,
         )
         conn.execute(f"PRAGMA busy_timeout = {self._busy_ms if busy_ms is None else busy_ms}")
-        conn.execute(f"PRAGMA cache_size = -{self._cache_kib}")
+        conn.execute(f"PRAGMA cache_size = -{self._cache_kib if cache_kib is None else cache_kib}")
         # In WAL mode any commit empties the other connections' page caches,
         # so under writes the reader re-reads pages from the OS cache. mmap
         # would save those copies but measured no gain within noise (get

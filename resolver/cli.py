@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="request body bytes (batches: 32M); more get 413")
     p.add_argument("--write-queue", type=int, default=_DEFAULTS.write_queue,
                    help="queued store writes; past it writes fail at once with RC 3 / 503")
+    p.add_argument("--sqlite-cache", type=_size, default=_DEFAULTS.sqlite_cache_bytes,
+                   metavar="BYTES", help="SQLite page cache of the lookup connection "
+                                         "(default 64M); counts in the node's RSS")
     p.add_argument("--sqlite-mmap", type=_size, default=_DEFAULTS.sqlite_mmap_bytes,
                    metavar="BYTES", help="memory-map up to this much of the store for lookups "
                                          "(e.g. 32G; default 0 = off)")
@@ -410,6 +413,7 @@ def _run(args: argparse.Namespace) -> int:
             max_inflight=args.max_inflight, shed_lag=args.shed_lag, max_body=args.max_body,
             write_queue=args.write_queue,
             sqlite_mmap_bytes=args.sqlite_mmap,
+            sqlite_cache_bytes=args.sqlite_cache,
             quotas=tuple(args.quota), top_level=tuple(args.top_level),
             upstream_timeout=args.upstream_timeout, stale_window=args.stale_window,
             home_at=args.home_at, home_auth=args.home_auth, home_secret=args.home_secret,

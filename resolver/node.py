@@ -62,6 +62,7 @@ def open_store(config: NodeConfig) -> Store:
         max_pending=config.write_queue,
         busy_when_full=True,  # a node sheds writes past the bound (RC 3); tools wait
         mmap_mb=config.sqlite_mmap_bytes >> 20,
+        lookup_cache_mb=max(1, config.sqlite_cache_bytes >> 20),
     )
 
 

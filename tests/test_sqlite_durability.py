@@ -350,3 +350,22 @@ async def test_open_twice_is_refused(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "s.sqlite") as store:
         with pytest.raises(StoreError):
             await store.open()
+
+
+async def test_lookup_cache_is_the_lookup_connections_own(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "s.sqlite", cache_mb=8, lookup_cache_mb=40) as store:
+        assert store._reader is not None
+        assert store._reader.execute("PRAGMA cache_size").fetchone() == (-40 * 1024,)
+        writer = store._connect(query_only=False)  # as the writer and scan threads are
+        try:
+            assert writer.execute("PRAGMA cache_size").fetchone() == (-8 * 1024,)
+        finally:
+            writer.close()
+
+
+def test_serve_takes_a_sqlite_cache_size() -> None:
+    from resolver.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--sqlite-cache", "256M"])
+    assert args.sqlite_cache == 256 << 20
+    assert build_parser().parse_args(["serve"]).sqlite_cache == 64 << 20
