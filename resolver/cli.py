@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=100_000,
                    help="identifiers per transaction (default 100000)")
     p.add_argument("--jobs", type=int, default=None,
-                   help="parse processes (default: cores - 1, at least 1; 0 = parse inline)")
+                   help="parse processes (default: one per core; 0 = parse inline)")
     p.add_argument("--skip-errors", action="store_true",
                    help="report bad lines and import the rest (default: stop at the first)")
     p.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
