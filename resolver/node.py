@@ -249,18 +249,22 @@ class Node:
                 return entry
         return await self.cache.get(handle.key, lambda: self._load(handle))
 
-    def read_missed(self, key: str) -> tuple[RecordView, CacheEntry | None] | None:
-        """The stored record of a cache key that missed, read inline, and the
-        entry the cache made for it (None where the cache would not keep it,
+    def read_missed(
+        self, text: str, key: str
+    ) -> tuple[RecordView | None, CacheEntry | None] | None:
+        """The stored record of ``text`` (cache key ``key``, from ``fast_key``)
+        after a cache miss, read inline, or None if there is none; and the entry
+        the cache made for the answer (None where the cache would not keep it,
         so a caller renders its reply straight from the record, as most misses
         of a load spread over a large store are).
 
         The short way for what every store-backed role's chain answers for a
         plain handle under a prefix homed here (``resolver.roles``): its
-        record, RC 1. None, having cached nothing, for everything else (not
-        inline, not homed, ``0.NA/``, a lookup in flight, no record): ``resolve``
-        answers those. ``key`` must be a cache key (``fast_key``); one found in
-        the store was parsed when it was written.
+        record, RC 1, or RC 100 if it has none. None, having read and cached
+        nothing, for everything else (not inline, not homed, ``0.NA/``, a
+        lookup in flight): ``resolve`` answers those. A key found in the store
+        was parsed when it was written; one not found is parsed here
+        (``InvalidHandle``), so a miss is read once either way.
         """
         read = self._read_now
         if read is None or self.cache.loading(key):
@@ -274,7 +278,8 @@ class Node:
         finally:
             self._get_latency.observe(time.perf_counter() - start)
         if record is None:
-            return None
+            self.parse(text)  # RC 100 only for a handle; else InvalidHandle, as resolve says
+            return None, self.cache.offer(key, RC.HANDLE_NOT_FOUND, None)
         return record, self.cache.offer(key, RC.SUCCESS, record)
 
     def _timed_lookup_now(self, handle: Handle) -> Resolution:

@@ -150,7 +150,7 @@ class RestApi:
             cached = cached_reply(self.node.cache, entry, text)
             return _render(cached.body, query, status=cached.status, stale=entry.stale)
         if entry.values is None:
-            raise _entry_error(entry)
+            raise _rc_error(entry.rc)
         if public_only and not indexes and not types:
             body = cached_reply(self.node.cache, entry, text).body
         else:
@@ -174,14 +174,15 @@ class RestApi:
         """``_resolve_anonymous`` of a cache miss that ``Node.read_missed`` answers
         inline, else None. A reply the cache does not keep is rendered straight
         from the stored values, and not kept either."""
-        found = self.node.read_missed(key)
+        found = self.node.read_missed(text, key)
         if found is None:
             return None
         record, entry = found
+        self.node.usage.resolutions[usage_prefix(key) if entry is None else entry.prefix] += 1
+        if record is None:
+            raise _rc_error(RC.HANDLE_NOT_FOUND)  # as _resolve_anonymous answers it
         if entry is not None:
-            self.node.usage.resolutions[entry.prefix] += 1
             return cached_reply(self.node.cache, entry, text)
-        self.node.usage.resolutions[usage_prefix(key)] += 1
         body = anonymous_body(RC.SUCCESS, record, text)
         return PreEncodedResponse(body, ENTRY_STATUS[RC.SUCCESS], JSON_TYPE, kept=False)
 
@@ -191,7 +192,7 @@ class RestApi:
         entry = await self.node.resolve(self.node.parse(text))
         self.node.usage.resolutions[entry.prefix] += 1
         if entry.values is None and entry.rc not in REFERRALS:
-            raise _entry_error(entry)
+            raise _rc_error(entry.rc)
         return reply_response(request, cached_reply(self.node.cache, entry, text),
                               raw=self._raw_replies)
 
@@ -341,10 +342,11 @@ class RestApi:
 # -- parameter parsing -------------------------------------------------------
 
 
-def _entry_error(entry: CacheEntry) -> HandleError:
-    if entry.rc == RC.SERVER_NOT_RESP:
+def _rc_error(rc: RC) -> HandleError:
+    """The error a negative answer ``rc`` is sent as."""
+    if rc == RC.SERVER_NOT_RESP:
         return NotResponsible()
-    return HandleError("", entry.rc)
+    return HandleError("", rc)
 
 
 def _int_params(query: MultiMapping[str], name: str) -> list[int]:

@@ -35,6 +35,12 @@ async def _all(n: LiveNode) -> dict[str, tuple[int, str, bytes]]:
     return {h: await _fetch(n, h.lower()) for h in RECORDS}
 
 
+def _store_gets(node) -> float:
+    value = node.registry.get_sample_value(
+        "idnode_store_duration_seconds_count", {"operation": "get"})
+    return value or 0.0
+
+
 async def test_every_way_of_answering_a_resolve_gives_the_same_reply(live_node: LiveNode):
     for handle, values in RECORDS.items():
         r = await live_node.session.put(live_node.handle_url(handle),
@@ -85,16 +91,31 @@ async def test_a_short_way_miss_is_counted_like_any_other(live_node: LiveNode):
     assert r.status == 201
     node.cache.clear()
 
-    def store_gets() -> float:
-        value = node.registry.get_sample_value(
-            "idnode_store_duration_seconds_count", {"operation": "get"})
-        return value or 0.0
-
-    gets, resolutions, misses = store_gets(), node.usage.resolutions[PREFIX], node.cache.misses
+    gets, resolutions, misses = _store_gets(node), node.usage.resolutions[PREFIX], node.cache.misses
     assert (await _fetch(live_node, handle))[0] == 200
-    assert store_gets() == gets + 1
+    assert _store_gets(node) == gets + 1
     assert node.usage.resolutions[PREFIX] == resolutions + 1
     assert node.cache.misses == misses + 1
+
+
+async def test_an_absent_handle_is_read_once_and_answered_as_before(live_node: LiveNode):
+    node = live_node.node
+
+    read_now, node._read_now = node._read_now, None  # the general path
+    general = await _fetch(live_node, f"{PREFIX}/absent-1")
+    node._read_now = read_now
+    node.cache.clear()
+    gets = _store_gets(node)
+    assert await _fetch(live_node, f"{PREFIX}/absent-1") == general
+    assert _store_gets(node) == gets + 1
+    assert general[0] == 404 and orjson.loads(general[2]) == {
+        "responseCode": 100, "handle": f"{PREFIX}/absent-1"}
+    node.cache.clear()
+    node.cache.max_bytes = 0  # refused: answered all the same
+    assert await _fetch(live_node, f"{PREFIX}/absent-1") == general
+    # Not a handle at all: parsed, and refused as the general path refuses it.
+    status, _, body = await _fetch(live_node, f"{PREFIX}/a%00b")
+    assert status == 400 and orjson.loads(body)["responseCode"] == 102
 
 
 async def test_what_the_short_way_does_not_answer_takes_the_general_path(live_node: LiveNode):
