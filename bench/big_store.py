@@ -9,9 +9,17 @@ connection set, Lua picks each request's identifier):
 
 - **hot**: uniform over ``--hot-set`` identifiers spread over the store, after a
   warm-up pass: every reply comes from the node's cache;
-- **cold**: uniform over all ``--count`` identifiers: with 100M and a 256 MiB
-  cache, nearly every request is a cache miss and a store lookup whose pages are
-  rarely in SQLite's page cache (64 MiB), and often not in the OS's either.
+- **cold**: uniform over all ``--count`` identifiers, on the fresh node: with
+  100M and a 256 MiB cache, nearly every request is a cache miss and a store
+  lookup, and each miss is also kept, so the cache is filling;
+- **cold_full**: the same load with another seed once the cache is full (cold
+  runs of ``FILL_CHUNK_SECONDS`` until the cache refuses or evicts, at most
+  ``--fill-seconds``): the state a node in service stays in. A miss then
+  costs less than while the cache fills (3-20 % less node CPU at 100M on
+  2026-12-07), so both are reported.
+
+Each cold run has its own seed: a run that replayed an earlier run's
+identifiers would find them cached.
 
 Every request must return 200 (all identifiers exist): a non-2xx count is a
 failed run. The node's RSS (VmRSS, and VmHWM, its peak) is read from /proc at
@@ -29,12 +37,16 @@ import os
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.processes import free_port, group_cpu_seconds, idnode, listening
 from bench.wrk_load import require_wrk, run_wrk
 from protocol.identifier import parse_prefix
+
+FILL_CHUNK_SECONDS = 10.0
+FILL_SEEDS = 10_000  # seeds above the base for the filling runs; cold_full's is past them
 
 
 def lua_random_get(prefixes: list[str], count: int, serials: int | None, seed: int) -> str:
@@ -73,6 +85,54 @@ def rss(pid: int) -> dict[str, int]:
     return fields
 
 
+class CacheCounters(NamedTuple):
+    hits: float
+    misses: float
+    refused: float
+    evictions: float
+
+
+def cache_counters(url: str) -> CacheCounters:
+    """The node's cache counters, from its /metrics (summed over workers, each
+    as of its last snapshot)."""
+    with urllib.request.urlopen(f"{url}/metrics") as reply:
+        return parse_cache_counters(reply.read().decode())
+
+
+def parse_cache_counters(text: str) -> CacheCounters:
+    """``idnode_cache_{hits,misses,refused,evictions}_total`` from a /metrics text
+    (a multi-worker node's are sums already; labelled samples are added up)."""
+    found = dict.fromkeys(CacheCounters._fields, 0.0)
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        name = sample.partition("{")[0]
+        field = name.removeprefix("idnode_cache_").removesuffix("_total")
+        if name == f"idnode_cache_{field}_total" and field in found:
+            found[field] += float(value)
+    return CacheCounters(**found)
+
+
+def fill_cache(url: str, cold_script: Callable[[int], Path], args: argparse.Namespace
+               ) -> dict[str, Any]:
+    """Cold runs, each with a seed of its own, until the cache is full (it refused
+    or evicted during the last run) or ``--fill-seconds`` have passed."""
+    started = time.monotonic()
+    before = last = cache_counters(url)
+    full, chunk = False, 0
+    while not full and time.monotonic() - started < args.fill_seconds:
+        chunk += 1
+        run = run_wrk(url, cold_script(args.seed + chunk), seconds=FILL_CHUNK_SECONDS,
+                      connections=args.connections, cpu=None)
+        if run.non_2xx:
+            raise SystemExit("some requests did not return 200: is the store built for this set?")
+        now = cache_counters(url)
+        full = now.refused + now.evictions > last.refused + last.evictions
+        last = now
+    return {"seconds": time.monotonic() - started, "full": full,
+            "misses": last.misses - before.misses, "refused": last.refused - before.refused,
+            "evictions": last.evictions - before.evictions}
+
+
 def node_cpu_seconds(pid: int) -> float | None:
     """CPU seconds of the node: its process group (started in a session of its own)."""
     return sum(group_cpu_seconds(pid).values()) or None
@@ -104,6 +164,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="the node's --workers (CPU and RSS are summed over them)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fill-seconds", type=float, default=300,
+                        help="at most this long filling the cache before cold_full")
     parser.add_argument("--sqlite-cache", default=None,
                         help="the node's --sqlite-cache (e.g. 256M); default: the node's (64M)")
     parser.add_argument("--sqlite-mmap", default=None,
@@ -135,23 +197,25 @@ def main() -> None:
         with urllib.request.urlopen(f"{url}/api/handles/{prefixes[0]}/E0000000000") as reply:
             assert reply.status == 200
         result["rss_start"] = rss(node.pid)
-        scripts = {
-            "hot": lua_random_get(prefixes, args.count, args.hot_set, args.seed),
-            "cold": lua_random_get(prefixes, args.count, None, args.seed),
-        }
-        for name, lua in scripts.items():
-            script = work / f"{name}.lua"
-            script.write_text(lua)
+        hot_script = work / "hot.lua"
+        hot_script.write_text(lua_random_get(prefixes, args.count, args.hot_set, args.seed))
+
+        def cold_script(seed: int) -> Path:
+            script = work / f"cold-{seed}.lua"
+            script.write_text(lua_random_get(prefixes, args.count, None, seed))
+            return script
+
         # Warm-up: every hot identifier into the cache (3 passes' worth of requests).
         warm_seconds = max(5.0, args.seconds / 3)
-        run_wrk(url, work / "hot.lua", seconds=warm_seconds, connections=args.connections,
-                cpu=None)
-        for name in ("hot", "cold"):
-            t0, cpu0 = time.time(), node_cpu_seconds(node.pid)
-            run = run_wrk(url, work / f"{name}.lua", seconds=args.seconds,
-                          connections=args.connections, cpu=None)
-            cpu1 = node_cpu_seconds(node.pid)
+        run_wrk(url, hot_script, seconds=warm_seconds, connections=args.connections, cpu=None)
+
+        def measure(name: str, script: Path) -> dict[str, Any]:
+            t0, cpu0, counters0 = time.time(), node_cpu_seconds(node.pid), cache_counters(url)
+            run = run_wrk(url, script, seconds=args.seconds, connections=args.connections,
+                          cpu=None)
+            cpu1, counters1 = node_cpu_seconds(node.pid), cache_counters(url)
             requests = run.requests_per_second * args.seconds
+            looked_up = (counters1.hits - counters0.hits) + (counters1.misses - counters0.misses)
             measured: dict[str, Any] = {
                 "requests_per_second": run.requests_per_second, "non_2xx": run.non_2xx,
                 "socket_errors": run.socket_errors, "latency_p50": run.latency_p50,
@@ -161,29 +225,37 @@ def main() -> None:
                 if cpu0 is not None and cpu1 is not None and requests else None,
                 "node_cpu_share": (cpu1 - cpu0) / args.seconds
                 if cpu0 is not None and cpu1 is not None else None,
+                "cache_hit_ratio": (counters1.hits - counters0.hits) / looked_up
+                if looked_up else None,
             }
             result[name] = measured
             memory = rss(node.pid)
             result[f"rss_after_{name}"] = memory
             print(f"{name}: {run.requests_per_second:,.0f} req/s, "
                   f"{measured['node_cpu_us_per_request'] or 0:.0f} node CPU-us/request, "
+                  f"cache hits {measured['cache_hit_ratio'] or 0:.1%}, "
                   f"p50 {run.latency_p50}, "
                   f"p99 {run.latency_p99}, non-2xx {run.non_2xx}, RSS "
                   f"{memory['VmRSS'] / 2**20:.0f} MiB (anonymous {memory['RssAnon'] / 2**20:.0f})",
                   flush=True)
-    hot, cold = result["hot"], result["cold"]
-    assert isinstance(hot, dict) and isinstance(cold, dict)
-    result["cold_over_hot"] = cold["requests_per_second"] / hot["requests_per_second"]
-    if hot["node_cpu_us_per_request"] and cold["node_cpu_us_per_request"]:
-        result["cold_over_hot_by_cpu"] = (hot["node_cpu_us_per_request"]
-                                          / cold["node_cpu_us_per_request"])
+            return measured
+
+        hot = measure("hot", hot_script)
+        colds = {"cold": measure("cold", cold_script(args.seed))}
+        result["fill"] = fill_cache(url, cold_script, args)
+        colds["cold_full"] = measure("cold_full", cold_script(args.seed + FILL_SEEDS))
+    for name, cold in colds.items():
+        result[f"{name}_over_hot"] = cold["requests_per_second"] / hot["requests_per_second"]
+        if hot["node_cpu_us_per_request"] and cold["node_cpu_us_per_request"]:
+            result[f"{name}_over_hot_by_cpu"] = (hot["node_cpu_us_per_request"]
+                                                 / cold["node_cpu_us_per_request"])
     result["load_after"] = os.getloadavg()
     result["os_cached_after"] = cached_share(files)
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:
         args.output.write_text(text + "\n")
-    if hot["non_2xx"] or cold["non_2xx"]:
+    if hot["non_2xx"] or any(cold["non_2xx"] for cold in colds.values()):
         raise SystemExit("some requests did not return 200: is the store built for this set?")
 
 

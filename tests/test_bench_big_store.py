@@ -1,0 +1,68 @@
+"""bench.big_store: the cache counters it reads, and a tiny run through every phase."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.big_store import CacheCounters, parse_cache_counters
+from bench.processes import ROOT, child_env
+
+METRICS = """\
+# HELP idnode_cache_hits_total Cache hits
+# TYPE idnode_cache_hits_total counter
+idnode_cache_hits_total 12.0
+idnode_cache_misses_total 124990.0
+idnode_cache_misses_created 1.7e+09
+idnode_cache_evictions_total 2.0
+idnode_cache_refused_total{worker="0"} 100.0
+idnode_cache_refused_total{worker="1"} 15.0
+idnode_cache_entries 9272.0
+idnode_prefix_cache_misses_total 7.0
+"""
+
+
+def test_cache_counters_are_read_from_metrics_text() -> None:
+    assert parse_cache_counters(METRICS) == CacheCounters(
+        hits=12.0, misses=124990.0, refused=115.0, evictions=2.0
+    )
+    assert parse_cache_counters("") == CacheCounters(0.0, 0.0, 0.0, 0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
+def test_tiny_run_measures_cold_while_filling_and_once_full(tmp_path: Path) -> None:
+    env, store = child_env(), tmp_path / "ids.db"
+    ids = tmp_path / "ids.jsonl"
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, check=True, cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=180)
+
+    run(sys.executable, "-m", "bench.gen_ids", "--count", "3000", "--output", str(ids))
+    run(sys.executable, "-m", "resolver.cli", "init", "--store", str(store),
+        "--prefix", "88.100.1", "--admin-secret", "x")
+    run(sys.executable, "-m", "resolver.cli", "import", "--store", str(store), str(ids))
+    output = tmp_path / "big.json"
+    run(sys.executable, "-m", "bench.big_store", "--store", str(store), "--count", "3000",
+        "--seconds", "1", "--connections", "4", "--hot-set", "50", "--cache-size", "256K",
+        "--fill-seconds", "60", "--output", str(output))
+    result = json.loads(output.read_text())
+    assert result["fill"]["full"]  # a 256K cache fills within the first cold runs
+    assert result["fill"]["refused"] + result["fill"]["evictions"] > 0
+    assert result["hot"]["cache_hit_ratio"] == 1.0
+    # The first cold run starts on a cache holding only the hot set.
+    assert result["cold"]["cache_hit_ratio"] < 0.5
+    for phase in ("hot", "cold", "cold_full"):
+        assert result[phase]["non_2xx"] == 0
+        assert result[phase]["node_cpu_us_per_request"] > 0
+    hot, full = result["hot"], result["cold_full"]
+    assert result["cold_full_over_hot"] == pytest.approx(
+        full["requests_per_second"] / hot["requests_per_second"])
+    assert result["cold_full_over_hot_by_cpu"] == pytest.approx(
+        hot["node_cpu_us_per_request"] / full["node_cpu_us_per_request"])
