@@ -242,7 +242,10 @@ def main() -> None:
 
         hot = measure("hot", hot_script)
         colds = {"cold": measure("cold", cold_script(args.seed))}
-        result["fill"] = fill_cache(url, cold_script, args)
+        fill = result["fill"] = fill_cache(url, cold_script, args)
+        if not fill["full"]:
+            print(f"the cache was not full after {fill['seconds']:.0f} s of cold runs: "
+                  "cold_full measures a cache still filling (raise --fill-seconds)", flush=True)
         colds["cold_full"] = measure("cold_full", cold_script(args.seed + FILL_SEEDS))
     for name, cold in colds.items():
         result[f"{name}_over_hot"] = cold["requests_per_second"] / hot["requests_per_second"]
