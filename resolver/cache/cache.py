@@ -154,9 +154,10 @@ class ResolutionCache:
         direct read, ``Node.read_missed``): the entry made and kept for it, or
         None, making nothing, where ``get_now`` would not keep it either."""
         self.misses += 1
-        if not self._admits(key, record_size(key, values)):
+        size = record_size(key, values)
+        if not self._admits(key, size):
             return None
-        entry = self._make_entry(key, rc, values)
+        entry = self._make_entry(key, rc, values, size)
         self._insert(entry)
         return entry
 
@@ -213,7 +214,9 @@ class ResolutionCache:
 
     # -- internals ---------------------------------------------------------
 
-    def _make_entry(self, key: str, rc: RC, values: Sequence[HandleValue] | None) -> CacheEntry:
+    def _make_entry(self, key: str, rc: RC, values: Sequence[HandleValue] | None,
+                    size: int | None = None) -> CacheEntry:
+        """``size``: ``record_size(key, values)``, where the caller has it already."""
         now = self._clock()
         if values is None:
             ttl = self.negative_ttl
@@ -221,7 +224,8 @@ class ResolutionCache:
             ttl = record_ttl(value_views(values), self.max_ttl, self._wall_clock())
         expires = now + ttl
         stale_until = expires + self.stale_window if self.stale_window and ttl else 0.0
-        return CacheEntry(key, values, expires, rc, size=record_size(key, values),
+        return CacheEntry(key, values, expires, rc,
+                          size=record_size(key, values) if size is None else size,
                           stale_until=stale_until)
 
     def _stale_copy(self, key: str) -> CacheEntry | None:
