@@ -170,6 +170,9 @@ def main() -> None:
                         help="the node's --sqlite-cache (e.g. 256M); default: the node's (64M)")
     parser.add_argument("--sqlite-mmap", default=None,
                         help="the node's --sqlite-mmap (e.g. 32G); default: the node's (off)")
+    parser.add_argument("--sqlite-snapshot", default=None,
+                        help="the node's --sqlite-snapshot (seconds; 0 = a read transaction "
+                             "per lookup); default: the node's (0.1)")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     args = parser.parse_args()
     require_wrk()
@@ -184,6 +187,7 @@ def main() -> None:
         "seconds": args.seconds, "connections": args.connections, "hot_set": args.hot_set,
         "cache_size": args.cache_size, "workers": args.workers,
         "sqlite_mmap": args.sqlite_mmap, "sqlite_cache": args.sqlite_cache,
+        "sqlite_snapshot": args.sqlite_snapshot,
         "cpu_count": os.cpu_count(),
         "load_before": os.getloadavg(), "os_cached_before": cached_share(files),
     }
@@ -192,7 +196,8 @@ def main() -> None:
                   "--workers", str(args.workers),
                   "--log-level", "WARNING",
                   *(("--sqlite-mmap", args.sqlite_mmap) if args.sqlite_mmap else ()),
-                  *(("--sqlite-cache", args.sqlite_cache) if args.sqlite_cache else ()))
+                  *(("--sqlite-cache", args.sqlite_cache) if args.sqlite_cache else ()),
+                  *(("--sqlite-snapshot", args.sqlite_snapshot) if args.sqlite_snapshot else ()))
     with listening(argv, port, work / "node.log") as node:
         with urllib.request.urlopen(f"{url}/api/handles/{prefixes[0]}/E0000000000") as reply:
             assert reply.status == 200

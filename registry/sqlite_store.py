@@ -2,7 +2,8 @@
 
 Threads and connections::
 
-    event loop thread ── get(), homed_prefixes()      read connection (point lookups)
+    event loop thread ── get(), read_now()            lookup connection (held snapshot)
+                     ── accounts, prefixes, ...       read connection
                      ── list/count/iter_records() ──▶ scan threads, one connection each
                      ── every write ──▶ queue ──▶ writer thread, the only writer connection
 
@@ -47,6 +48,7 @@ from protocol.record_msgpack import StoredRecord, decode_record, encode_record
 from protocol.values import HandleValue
 from registry import sqlite_apps
 from registry.record_edits import merge_values, without_indexes
+from registry.sqlite_snapshot import ReadSnapshot
 from registry.store import (
     Account,
     Application,
@@ -137,6 +139,7 @@ _UNANNOUNCED: Final = "SELECT value FROM meta WHERE key = 'unannounced_writes'"
 
 _SYNCHRONOUS: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
 _SCAN_PAGE: Final = 500  # rows per iter_records page
+_READER_CACHE_KIB: Final = 2048  # accounts, templates, prefixes: small and few
 _IN_LIMIT: Final = 500  # keys per "key IN (...)" existence probe
 
 
@@ -216,6 +219,10 @@ class SQLiteStore(Store):
     load instead of waiting behind the queue. ``cache_mb`` and ``mmap_mb``
     are per connection (``lookup_cache_mb``, if given, for the one ``get``
     and ``read_now`` use); ``scan_threads`` run list/count/iter_records.
+    ``read_snapshot_seconds``: if positive, ``get`` and ``read_now`` read from
+    a snapshot held up to that long (``registry.sqlite_snapshot``): renewed
+    after every commit of this store and by ``refresh_reads``, so writes of
+    other processes show only after the caller was told of them.
     ``announces_writes``: the caller tells every cache of its writes itself
     (a node does, through ``resolver.coherence``); otherwise each write
     transaction also bumps the ``unannounced_writes`` counter that nodes poll.
@@ -236,12 +243,15 @@ class SQLiteStore(Store):
         scan_threads: int = 2,
         busy_when_full: bool = False,
         announces_writes: bool = False,
+        read_snapshot_seconds: float = 0.0,
     ) -> None:
         synchronous = synchronous.upper()
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
         if min(max_batch, bulk_chunk, max_pending, scan_threads) < 1:
             raise ValueError("max_batch, bulk_chunk, max_pending, scan_threads must be positive")
+        if not read_snapshot_seconds >= 0:
+            raise ValueError("read_snapshot_seconds must be 0 or more")
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise ValueError("SQLiteStore needs a file path (WAL does not work in memory)")
         self.path = Path(path)
@@ -257,6 +267,7 @@ class SQLiteStore(Store):
         self._busy_ms = int(busy_timeout * 1000)
         self._scan_threads = scan_threads
         self._announces_writes = announces_writes
+        self._read_snapshot_seconds = read_snapshot_seconds
 
         self._state = "new"  # new → open → closing → closed
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -265,6 +276,7 @@ class SQLiteStore(Store):
         self._writer: threading.Thread | None = None
         self._writer_done: asyncio.Future[None] | None = None
         self._reader: sqlite3.Connection | None = None
+        self._lookups: ReadSnapshot | None = None
         self._scan_pool: ThreadPoolExecutor | None = None
         self._scan_local = threading.local()
         self._scan_conns: list[sqlite3.Connection] = []
@@ -303,8 +315,14 @@ class SQLiteStore(Store):
             with _mapped_errors():
                 # WAL readers are only ever busy during another process's
                 # recovery; never block the event loop long for that.
-                self._reader = self._connect(query_only=True, busy_ms=min(self._busy_ms, 100),
-                                             cache_kib=self._lookup_cache_kib)
+                busy_ms = min(self._busy_ms, 100)
+                self._reader = self._connect(query_only=True, busy_ms=busy_ms,
+                                             cache_kib=_READER_CACHE_KIB)
+                self._lookups = ReadSnapshot(
+                    self._connect(query_only=True, busy_ms=busy_ms,
+                                  cache_kib=self._lookup_cache_kib),
+                    loop, self._read_snapshot_seconds,
+                )
         except BaseException:
             self._state = "closing"
             self._queue.put(_STOP)
@@ -331,6 +349,9 @@ class SQLiteStore(Store):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._lookups is not None:
+            self._lookups.close()
+            self._lookups = None
         self._queue.put(_STOP)  # FIFO: behind every write already queued
         assert self._writer_done is not None and self._writer is not None
         await asyncio.shield(self._writer_done)
@@ -395,11 +416,20 @@ class SQLiteStore(Store):
     def _read_blob(self, key: str) -> bytes | None:
         if self._state != "open":
             self._check_open()
+        lookups = self._lookups
+        assert lookups is not None
         try:  # not _mapped_errors(): a generator context manager costs ~1 us here
-            row = self._reader.execute(_GET, (key,)).fetchone()  # type: ignore[union-attr]
+            if not lookups.current:
+                lookups.begin()
+            row = lookups.conn.execute(_GET, (key,)).fetchone()
         except sqlite3.Error as exc:
+            lookups.expire()  # whatever state the transaction is in, start anew
             raise _map_sqlite_error(exc) from exc
         return None if row is None else row[0]  # type: ignore[no-any-return]
+
+    def refresh_reads(self) -> None:
+        if self._lookups is not None:
+            self._lookups.expire()
 
     async def unannounced_writes(self) -> int | None:
         self._check_open()
@@ -746,6 +776,8 @@ class SQLiteStore(Store):
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                 outcomes = [(op.future, None, exc) for op in batch]
+            if self._lookups is not None:
+                self._lookups.expire()  # before any writer hears back: it reads its writes
             self._settle_from_thread(outcomes)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> list[_Outcome]:

@@ -331,7 +331,17 @@ class Store(ABC):
 
         None, and nothing changed, if the new value would exceed ``limit``."""
 
-    # -- coherence backstop (resolver.coherence) ------------------------------
+    # -- coherence (resolver.coherence) -----------------------------------------
+
+    def refresh_reads(self) -> None:
+        """Make later reads see every write committed before this call, by anyone.
+
+        A no-op where every read looks afresh (the default). A backend that
+        reads from a held snapshot (SQLite's ``read_snapshot_seconds``)
+        renews it: nodes call this for each write a peer announces, before
+        acknowledging it, and when they notice unannounced writes.
+        """
+        return None
 
     async def unannounced_writes(self) -> int | None:
         """A counter that grows with every write made without telling the nodes' caches.

@@ -56,6 +56,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be 0 or more seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="idnode", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sqlite-mmap", type=_size, default=_DEFAULTS.sqlite_mmap_bytes,
                    metavar="BYTES", help="memory-map up to this much of the store for lookups "
                                          "(e.g. 32G; default 0 = off)")
+    p.add_argument("--sqlite-snapshot", type=_seconds, default=_DEFAULTS.sqlite_read_snapshot,
+                   metavar="SECONDS",
+                   help="lookups share one read transaction, renewed after every write the "
+                        "node makes or hears of and at least this often (default 0.1; "
+                        "0 = one per lookup; not with --redis)")
     r = p.add_argument_group("recursive role")
     r.add_argument("--top-level", action="append", default=[], metavar="HOST:PORT",
                    help="binary Handle endpoint of the top-level node (repeatable)")
@@ -414,6 +426,7 @@ def _run(args: argparse.Namespace) -> int:
             write_queue=args.write_queue,
             sqlite_mmap_bytes=args.sqlite_mmap,
             sqlite_cache_bytes=args.sqlite_cache,
+            sqlite_read_snapshot=args.sqlite_snapshot,
             quotas=tuple(args.quota), top_level=tuple(args.top_level),
             upstream_timeout=args.upstream_timeout, stale_window=args.stale_window,
             home_at=args.home_at, home_auth=args.home_auth, home_secret=args.home_secret,

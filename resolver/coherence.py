@@ -98,9 +98,13 @@ class Coherence:
         cache: ResolutionCache,
         reload_homed: Callable[[], Awaitable[None]],
         tiers: Sequence[Peers] = (),
+        refresh_reads: Callable[[], None] = lambda: None,
     ) -> None:
         self._cache = cache
         self._reload_homed = reload_homed  # this process's, without telling anyone
+        # The store's (Store.refresh_reads): a store reading from a held
+        # snapshot must take a new one before the change is acknowledged.
+        self._refresh_reads = refresh_reads
         self.tiers = list(tiers)
         self.published = 0
         self.received = 0
@@ -133,6 +137,7 @@ class Coherence:
     async def apply(self, change: Change) -> None:
         """The receive side: a peer's write."""
         self.received += 1
+        self._refresh_reads()
         invalidate = self._cache.invalidate
         for key in change.keys:
             invalidate(key)
@@ -211,6 +216,7 @@ class ExternalWritesWatch:
             return False
         self._seen = count
         self.noticed += 1
+        self._store.refresh_reads()  # before the cache refills from the store
         self._cache.clear()
         await self._reload_homed()
         return True

@@ -44,6 +44,10 @@ class NodeConfig:
     # whole rows in them), so the default holds the upper levels only and a
     # cold lookup reads two pages (bench/README.md).
     sqlite_cache_bytes: int = 64 << 20
+    # Lookups share one SQLite read transaction for up to this many seconds
+    # (0: one each), renewed after every write this node makes or hears of
+    # (registry.sqlite_snapshot): fewer locks and syscalls per cold lookup.
+    sqlite_read_snapshot: float = 0.1
     # File holding the master key (registry.credentials.load_master_key): needed
     # for a URL store, unless $IDNODE_MASTER_KEY is set; default <store>.key.
     master_key: str | None = None

@@ -63,6 +63,10 @@ def open_store(config: NodeConfig) -> Store:
         busy_when_full=True,  # a node sheds writes past the bound (RC 3); tools wait
         mmap_mb=config.sqlite_mmap_bytes >> 20,
         lookup_cache_mb=max(1, config.sqlite_cache_bytes >> 20),
+        # With a Redis tier the node may lose the broadcast that tells it of
+        # other nodes' writes (it then stops trusting its cache and reads the
+        # store each time), so its reads must not come from a held snapshot.
+        read_snapshot_seconds=0.0 if config.redis else config.sqlite_read_snapshot,
     )
 
 
@@ -150,7 +154,8 @@ class Node:
         # Writes reach every cache before they are acknowledged: sibling
         # workers and other nodes through ``peers`` (and Redis).
         tiers = [*peers, self.redis] if self.redis is not None else list(peers)
-        self.coherence = Coherence(self.cache, self.reload_homed, tiers)
+        self.coherence = Coherence(self.cache, self.reload_homed, tiers,
+                                   refresh_reads=self.store.refresh_reads)
         self.external_writes = ExternalWritesWatch(self.store, self.cache, self.reload_homed)
         self.authenticator = Authenticator(self.record_of)
         self.server_admins = frozenset(Identity.parse(a) for a in config.server_admins)

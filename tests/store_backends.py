@@ -36,6 +36,12 @@ def _sqlite(directory: Path) -> Store:
     return SQLiteStore(directory / "store.sqlite")
 
 
+def _sqlite_held_snapshot(directory: Path) -> Store:
+    # What a node runs (resolver.config.sqlite_read_snapshot), with a snapshot
+    # that only the store's own commits renew within a test.
+    return SQLiteStore(directory / "store.sqlite", read_snapshot_seconds=3600)
+
+
 def _sqlite_commits(store: Store) -> int:
     assert isinstance(store, SQLiteStore)
     return store.commits
@@ -51,6 +57,7 @@ def _postgres(directory: Path) -> Store:
 
 BACKENDS: list[Backend] = [
     Backend("sqlite", _sqlite, _sqlite_commits),
+    Backend("sqlite-snapshot", _sqlite_held_snapshot, _sqlite_commits),
     Backend("postgresql", _postgres, require=pg_service.require_postgres,
             cleanup=pg_service.drop_schema),
 ]

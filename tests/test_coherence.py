@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from live import PREFIX, init_store
 from processes import ROOT, _env
 
@@ -143,30 +144,36 @@ async def test_an_unannounced_write_empties_the_cache_and_reloads_prefixes(tmp_p
     async def load() -> tuple[RC, tuple[HandleValue, ...]]:
         return RC.SUCCESS, (HandleValue(1, "URL", b"old"),)
 
-    async with SQLiteStore(path, announces_writes=True) as node_store:
+    # A snapshot only writes renew: the watch must renew it, or the emptied
+    # cache would refill with what the offline writer replaced.
+    async with SQLiteStore(path, announces_writes=True, read_snapshot_seconds=3600) as node_store:
         watch = ExternalWritesWatch(node_store, cache, reload_homed, interval=3600)
         await watch.start()
         await cache.get("88.100.1/A", load)
         await node_store.put("88.100.1/B", [HandleValue(1, "URL", b"b")])
         assert not await watch.check()  # the node's own write: announced already
         assert len(cache) == 1
+        assert await node_store.get("88.100.1/A") is None  # holds a snapshot from here
         async with SQLiteStore(path) as offline:
             await offline.put("88.100.1/A", [HandleValue(1, "URL", b"new")])
         assert await watch.check()
         assert len(cache) == 0 and reloads == 1
+        assert await node_store.get("88.100.1/A") == (HandleValue(1, "URL", b"new"),)
         await watch.stop()
 
 
 # -- two nodes as sibling workers, in one process ------------------------------
 
 
+@pytest.mark.parametrize("snapshot", [0.0, 3600.0], ids=["per-lookup", "held-snapshot"])
 async def test_sibling_nodes_drop_a_written_record_and_learn_new_prefixes_at_once(
-    tmp_path: Path,
+    tmp_path: Path, snapshot: float,
 ):
+    """Held: b's lookups share a snapshot that only a's announcements renew."""
     store = tmp_path / "node.db"
     await init_store(store)
     config = NodeConfig(store=str(store), port=0, handle_port=None,
-                        server_admins=("300:0.NA/ADMIN",))
+                        server_admins=("300:0.NA/ADMIN",), sqlite_read_snapshot=snapshot)
     buses = [SiblingBus(tmp_path, slot, 2, ack_timeout=30) for slot in (0, 1)]
     nodes = [Node(dataclasses.replace(config, worker_slot=slot), peers=[SiblingPeers(bus)])
              for slot, bus in enumerate(buses)]

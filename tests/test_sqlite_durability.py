@@ -354,8 +354,8 @@ async def test_open_twice_is_refused(tmp_path: Path) -> None:
 
 async def test_lookup_cache_is_the_lookup_connections_own(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "s.sqlite", cache_mb=8, lookup_cache_mb=40) as store:
-        assert store._reader is not None
-        assert store._reader.execute("PRAGMA cache_size").fetchone() == (-40 * 1024,)
+        assert store._lookups is not None
+        assert store._lookups.conn.execute("PRAGMA cache_size").fetchone() == (-40 * 1024,)
         writer = store._connect(query_only=False)  # as the writer and scan threads are
         try:
             assert writer.execute("PRAGMA cache_size").fetchone() == (-8 * 1024,)
