@@ -8,9 +8,11 @@ Threads and connections::
                      ── every write ──▶ queue ──▶ writer thread, the only writer connection
 
 The database runs in WAL mode, so readers never wait for the writer and see
-the last committed state. Writes are group-committed: the writer takes
-whatever is queued (up to ``max_batch`` operations) into one transaction, each
-operation inside its own SAVEPOINT so a failing one (HandleAlreadyExists, ...)
+the last committed state (point lookups: as of a snapshot that every commit
+of this store, and ``refresh_reads``, renews; ``registry.sqlite_snapshot``).
+Writes are group-committed: the writer takes whatever is queued (up to
+``max_batch`` operations) into one transaction, each operation inside its own
+SAVEPOINT so a failing one (HandleAlreadyExists, ...)
 does not undo the others, COMMITs, and only then resolves the callers'
 futures, with one ``call_soon_threadsafe`` per batch. Read-modify-write
 operations (add_values, remove_values) run inside that transaction and are
