@@ -162,11 +162,18 @@ def _structured_kind(type_: str) -> str | None:
 
 
 def _generic_data(data: bytes) -> dict[str, Any]:
-    if _BINARY_BYTE.search(data) is None:
-        try:
-            return {"format": "string", "value": data.decode("utf-8")}
-        except UnicodeDecodeError:
-            pass
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _base64_data(data)
+    # Printable text has none of the control bytes that make data binary (and
+    # isprintable is several times cheaper than the search); the rest is searched.
+    if text.isprintable() or _BINARY_BYTE.search(data) is None:
+        return {"format": "string", "value": text}
+    return _base64_data(data)
+
+
+def _base64_data(data: bytes) -> dict[str, Any]:
     return {"format": "base64", "value": base64.b64encode(data).decode("ascii")}
 
 

@@ -182,6 +182,23 @@ def test_string_or_base64(data, fmt):
     assert decode_data(j["data"]) == data
 
 
+def _looks_like_binary(data: bytes) -> bool:
+    """Handle.Net's rule, spelled out: invalid UTF-8, or a C0 control outside 0x09-0x13, or DEL."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return any(b <= 0x08 or 0x14 <= b <= 0x1F or b == 0x7F for b in data)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=24) | st.text(max_size=24).map(str.encode))
+def test_string_or_base64_follows_looks_like_binary(data):
+    j = value_to_json(HandleValue(1, "X", data))
+    assert j["data"]["format"] == ("base64" if _looks_like_binary(data) else "string")
+    assert decode_data(j["data"]) == data
+
+
 def test_hs_admin_string_index_as_pyhandle_sends_it():
     body = {
         "values": [
