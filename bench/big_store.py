@@ -19,11 +19,15 @@ connection set, Lua picks each request's identifier):
   2026-12-07), so both are reported.
 
 Each cold run has its own seed: a run that replayed an earlier run's
-identifiers would find them cached.
+identifiers would find them cached. Last, **hot_after** repeats the hot run
+(after another warm-up): ``hot_drift_by_cpu`` (its node CPU per request over
+the first hot run's) says how much the machine changed under the run; the
+ratios are against the first hot run, and mean little where the drift is far
+from 1.
 
 Every request must return 200 (all identifiers exist): a non-2xx count is a
 failed run. The node's RSS (VmRSS, and VmHWM, its peak) is read from /proc at
-start, after the hot run and after the cold run. Results go to stdout and
+start and after every run. Results go to stdout and
 ``--output`` as JSON. The machine may be shared: the report says how loaded it
 was (load average before and after), which bounds what the absolute rates mean;
 the ratio cold/hot is measured within the run.
@@ -252,6 +256,14 @@ def main() -> None:
             print(f"the cache was not full after {fill['seconds']:.0f} s of cold runs: "
                   "cold_full measures a cache still filling (raise --fill-seconds)", flush=True)
         colds["cold_full"] = measure("cold_full", cold_script(args.seed + FILL_SEEDS))
+        # Hot again, re-warmed (the cold runs may have evicted some of the hot
+        # set): how far the machine drifted over the run, which the ratios
+        # against the first hot run cannot show.
+        run_wrk(url, hot_script, seconds=warm_seconds, connections=args.connections, cpu=None)
+        hot_after = measure("hot_after", hot_script)
+    if hot["node_cpu_us_per_request"] and hot_after["node_cpu_us_per_request"]:
+        result["hot_drift_by_cpu"] = (hot_after["node_cpu_us_per_request"]
+                                      / hot["node_cpu_us_per_request"])
     for name, cold in colds.items():
         result[f"{name}_over_hot"] = cold["requests_per_second"] / hot["requests_per_second"]
         if hot["node_cpu_us_per_request"] and cold["node_cpu_us_per_request"]:
@@ -263,7 +275,7 @@ def main() -> None:
     print(text)
     if args.output:
         args.output.write_text(text + "\n")
-    if hot["non_2xx"] or any(cold["non_2xx"] for cold in colds.values()):
+    if hot["non_2xx"] or hot_after["non_2xx"] or any(c["non_2xx"] for c in colds.values()):
         raise SystemExit("some requests did not return 200: is the store built for this set?")
 
 

@@ -58,7 +58,10 @@ def test_tiny_run_measures_cold_while_filling_and_once_full(tmp_path: Path) -> N
     assert result["hot"]["cache_hit_ratio"] == 1.0
     # The first cold run starts on a cache holding only the hot set.
     assert result["cold"]["cache_hit_ratio"] < 0.5
-    for phase in ("hot", "cold", "cold_full"):
+    assert result["hot_after"]["cache_hit_ratio"] == 1.0  # re-warmed
+    assert result["hot_drift_by_cpu"] == pytest.approx(
+        result["hot_after"]["node_cpu_us_per_request"] / result["hot"]["node_cpu_us_per_request"])
+    for phase in ("hot", "cold", "cold_full", "hot_after"):
         assert result[phase]["non_2xx"] == 0
         assert result[phase]["node_cpu_us_per_request"] > 0
     hot, full = result["hot"], result["cold_full"]
