@@ -166,8 +166,8 @@ def _generic_data(data: bytes) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return _base64_data(data)
-    # Printable text has none of the control bytes that make data binary (and
-    # isprintable is several times cheaper than the search); the rest is searched.
+    # Printable text has none of the control bytes that make data binary, and
+    # isprintable costs less than the search (1.1-4x): only the rest is searched.
     if text.isprintable() or _BINARY_BYTE.search(data) is None:
         return {"format": "string", "value": text}
     return _base64_data(data)
