@@ -214,9 +214,12 @@ def main() -> None:
             script.write_text(lua_random_get(prefixes, args.count, None, seed))
             return script
 
-        # Warm-up: every hot identifier into the cache (3 passes' worth of requests).
-        warm_seconds = max(5.0, args.seconds / 3)
-        run_wrk(url, hot_script, seconds=warm_seconds, connections=args.connections, cpu=None)
+        def warm_hot_set() -> None:
+            """Every hot identifier into the cache (3 passes' worth of requests)."""
+            run_wrk(url, hot_script, seconds=max(5.0, args.seconds / 3),
+                    connections=args.connections, cpu=None)
+
+        warm_hot_set()
 
         def measure(name: str, script: Path) -> dict[str, Any]:
             t0, cpu0, counters0 = time.time(), node_cpu_seconds(node.pid), cache_counters(url)
@@ -259,7 +262,7 @@ def main() -> None:
         # Hot again, re-warmed (the cold runs may have evicted some of the hot
         # set): how far the machine drifted over the run, which the ratios
         # against the first hot run cannot show.
-        run_wrk(url, hot_script, seconds=warm_seconds, connections=args.connections, cpu=None)
+        warm_hot_set()
         hot_after = measure("hot_after", hot_script)
     if hot["node_cpu_us_per_request"] and hot_after["node_cpu_us_per_request"]:
         result["hot_drift_by_cpu"] = (hot_after["node_cpu_us_per_request"]
