@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -44,11 +43,11 @@ from protocol.errors import (
     HandleAlreadyExists,
     HandleError,
     HandleNotFound,
-    MalformedMessage,
 )
-from protocol.record_msgpack import StoredRecord, decode_record, encode_record
+from protocol.record_msgpack import encode_record
 from protocol.values import HandleValue
 from registry import sqlite_apps
+from registry.embedded_store import EmbeddedStore, decode_stored
 from registry.record_edits import merge_values, without_indexes
 from registry.sqlite_snapshot import ReadSnapshot
 from registry.store import (
@@ -58,13 +57,12 @@ from registry.store import (
     PutItem,
     PutResult,
     Record,
-    RecordView,
     StatsCount,
-    Store,
     StoreBusy,
     StoreClosed,
     StoreError,
 )
+from registry.write_queue import Outcome, WriteOp, WriteQueue, settle_one
 
 SCHEMA_VERSION: Final = 4
 
@@ -165,38 +163,9 @@ def _mapped_errors() -> Iterator[None]:
         raise _map_sqlite_error(exc) from exc
 
 
-def _decode_stored(key: str, blob: bytes) -> Record:
-    try:
-        return decode_record(blob)
-    except MalformedMessage as exc:
-        raise _corrupt(key, exc) from exc
-
-
-def _corrupt(key: str, exc: MalformedMessage) -> StoreError:
-    # Not the client's protocol error: our own data is damaged.
-    return StoreError(f"Stored record of {key!r} is corrupt: {exc.message}")
-
-
 def _prefix_range(prefix: str) -> tuple[str, str]:
     """Keys strictly under ``prefix/``: '0' is the character after '/'."""
     return prefix + "/", prefix + "0"
-
-
-class _Op:
-    """One queued write: ``fn`` runs on the writer connection inside the batch."""
-
-    __slots__ = ("fn", "future", "weight")
-
-    def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any], weight: int
-    ) -> None:
-        self.fn = fn
-        self.future = future
-        self.weight = weight
-
-
-_STOP: Final = object()
-_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 class _TransactionLost(Exception):
@@ -207,7 +176,7 @@ class _TransactionLost(Exception):
         self.cause = cause
 
 
-class SQLiteStore(Store):
+class SQLiteStore(EmbeddedStore):
     """Store in one SQLite file (plus its -wal and -shm files).
 
     ``synchronous``: ``"NORMAL"`` (default) makes every acknowledged write
@@ -250,18 +219,15 @@ class SQLiteStore(Store):
         synchronous = synchronous.upper()
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
-        if min(max_batch, bulk_chunk, max_pending, scan_threads) < 1:
-            raise ValueError("max_batch, bulk_chunk, max_pending, scan_threads must be positive")
+        if scan_threads < 1:
+            raise ValueError("scan_threads must be positive")
         if not read_snapshot_seconds >= 0:
             raise ValueError("read_snapshot_seconds must be 0 or more")
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise ValueError("SQLiteStore needs a file path (WAL does not work in memory)")
-        self.path = Path(path)
+        super().__init__(path, max_batch=max_batch, bulk_chunk=bulk_chunk,
+                         max_pending=max_pending, busy_when_full=busy_when_full)
         self.synchronous = synchronous
-        self.max_batch = max_batch
-        self.bulk_chunk = bulk_chunk
-        self._max_pending = max_pending
-        self._busy_when_full = busy_when_full
         self._cache_kib = cache_mb * 1024
         # The lookup connection's own: resolves read through it alone.
         self._lookup_cache_kib = (cache_mb if lookup_cache_mb is None else lookup_cache_mb) * 1024
@@ -271,10 +237,6 @@ class SQLiteStore(Store):
         self._announces_writes = announces_writes
         self._read_snapshot_seconds = read_snapshot_seconds
 
-        self._state = "new"  # new → open → closing → closed
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
-        self._slots: asyncio.Semaphore | None = None
         self._writer: threading.Thread | None = None
         self._writer_done: asyncio.Future[None] | None = None
         self._reader: sqlite3.Connection | None = None
@@ -284,25 +246,13 @@ class SQLiteStore(Store):
         self._scan_conns: list[sqlite3.Connection] = []
         self._scan_lock = threading.Lock()
 
-        # Written by the writer thread only; read for metrics and tests.
-        self.commits = 0  # transactions committed
-        self.committed_ops = 0  # write operations (put_many chunks count once) in them
-
-    async def __aenter__(self) -> SQLiteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     # -- lifecycle -------------------------------------------------------------
 
     async def open(self) -> None:
         if self._state != "new":
             raise StoreClosed(f"SQLiteStore({self.path}) cannot be opened twice")
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._slots = asyncio.Semaphore(self._max_pending)
+        writes = self._start_writes(loop)
         ready: asyncio.Future[None] = loop.create_future()
         self._writer_done = loop.create_future()
         self._writer = threading.Thread(
@@ -327,7 +277,7 @@ class SQLiteStore(Store):
                 )
         except BaseException:
             self._state = "closing"
-            self._queue.put(_STOP)
+            writes.stop()
             await asyncio.shield(self._writer_done)
             self._state = "closed"
             raise
@@ -354,7 +304,8 @@ class SQLiteStore(Store):
         if self._lookups is not None:
             self._lookups.close()
             self._lookups = None
-        self._queue.put(_STOP)  # FIFO: behind every write already queued
+        assert self._writes is not None
+        self._writes.stop()  # behind every write already queued
         assert self._writer_done is not None and self._writer is not None
         await asyncio.shield(self._writer_done)
         await asyncio.to_thread(self._writer.join)
@@ -383,10 +334,6 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA query_only = 1")
         return conn
 
-    def _check_open(self) -> None:
-        if self._state != "open":
-            raise StoreClosed(f"SQLiteStore({self.path}) is not open ({self._state})")
-
     # -- reads -----------------------------------------------------------------
 
     # get() runs on the event loop thread with its own read connection.
@@ -397,24 +344,7 @@ class SQLiteStore(Store):
     # 64 concurrent readers get 30-50k/s inline vs 6-11k/s with the hop. The
     # hop costs more than the work, so reads stay inline; the cost is that a
     # page missing from the OS cache blocks the loop for one disk read.
-    async def get(self, key: str) -> Record | None:
-        blob = self._read_blob(key)
-        return None if blob is None else _decode_stored(key, blob)
-
-    def inline_reader(self) -> Callable[[str], RecordView | None]:
-        return self.read_now
-
-    def read_now(self, key: str) -> StoredRecord | None:
-        """``get`` without the coroutine, for the resolve path: the values come
-        decoded only as far as ``StoredRecord`` (cheap); ``HandleValue``s on demand."""
-        blob = self._read_blob(key)
-        if blob is None:
-            return None
-        try:
-            return StoredRecord(blob)
-        except MalformedMessage as exc:
-            raise _corrupt(key, exc) from exc
-
+    # (get and read_now: EmbeddedStore.)
     def _read_blob(self, key: str) -> bytes | None:
         if self._state != "open":
             self._check_open()
@@ -481,7 +411,7 @@ class SQLiteStore(Store):
         rows = await self._scan(page.format(">="), (lo, *tail, _SCAN_PAGE))
         while True:
             for key, blob in rows:
-                yield key, _decode_stored(key, blob)
+                yield key, decode_stored(key, blob)
             if len(rows) < _SCAN_PAGE:
                 return
             rows = await self._scan(page.format(">"), (rows[-1][0], *tail, _SCAN_PAGE))
@@ -503,29 +433,6 @@ class SQLiteStore(Store):
             return conn.execute(sql, params).fetchall()
 
     # -- writes: the caller's side ---------------------------------------------
-
-    async def _enqueue(
-        self, fn: Callable[[sqlite3.Connection], Any], weight: int = 1, *, may_shed: bool = True
-    ) -> asyncio.Future[Any]:
-        self._check_open()
-        assert self._slots is not None and self._loop is not None
-        if may_shed and self._busy_when_full and self._slots.locked():
-            raise StoreBusy("Write queue full")
-        await self._slots.acquire()  # bounded queue: wait here while it is full
-        if self._state != "open":  # closed while we waited for a slot
-            self._slots.release()
-            self._check_open()
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put(_Op(fn, future, weight))
-        return future
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        # A cancelled caller does not cancel the write (it may be committed
-        # already); only the answer is dropped.
-        return await (await self._enqueue(fn))
-
-    async def _write_weighted(self, fn: Callable[[sqlite3.Connection], Any], weight: int) -> Any:
-        return await (await self._enqueue(fn, weight))
 
     # Single writes encode on the caller's side, so a value that cannot be
     # stored fails before it is queued. put_many encodes in the writer
@@ -554,37 +461,19 @@ class SQLiteStore(Store):
     async def delete(self, key: str) -> None:
         await self._write(lambda conn: _w_delete(conn, key))
 
-    async def put_many(self, items: Sequence[PutItem]) -> list[PutResult]:
-        """The bulk path: chunks of ``bulk_chunk`` items, each one writer
-        operation (no per-item SAVEPOINT, see ``_w_put_many``).
+    def _put_many_op(
+        self, chunk: Sequence[PutItem]
+    ) -> Callable[[sqlite3.Connection], list[PutResult]]:
+        """The bulk path (``EmbeddedStore.put_many`` chunks it): no per-item
+        SAVEPOINT, see ``_w_put_many``.
 
         Measured with 200k three-value records into an empty store: 75-110k
         records/s in key order (an import of an export), 32-48k/s in random
         key order, where every 10k-row transaction dirties most index pages.
         About 40% of the time is encode_record (~3 us/record); the SQLite
         part alone does ~300k rows/s in key order.
-
-        Items are applied independently. If a chunk fails as a whole (the
-        store closes mid-call, an I/O error aborts its transaction) the call
-        raises, and other chunks may have been applied.
         """
-        self._check_open()
-        seq = items if isinstance(items, list | tuple) else list(items)
-        size = self.bulk_chunk
-        futures: list[asyncio.Future[Any]] = []
-        try:
-            for start in range(0, len(seq), size):
-                chunk = seq[start : start + size]
-                op = lambda conn, c=chunk: _w_put_many(conn, _encode_items(c))  # noqa: E731
-                # Only the first chunk may be shed: later ones wait, so a call
-                # either writes nothing or all it can.
-                futures.append(await self._enqueue(op, len(chunk), may_shed=not futures))
-        except BaseException:
-            for future in futures:  # still written; nobody will read the answers
-                future.add_done_callback(_discard_result)
-            raise
-        parts = await asyncio.gather(*futures)
-        return [result for part in parts for result in part]
+        return lambda conn: _w_put_many(conn, _encode_items(chunk))
 
     async def load_records(self, records: Sequence[tuple[str, bytes]]) -> None:
         """One writer operation, so one transaction however large the batch:
@@ -592,7 +481,7 @@ class SQLiteStore(Store):
         encoding (the bytes are stored as given). All or nothing."""
         rows = records if isinstance(records, list) else list(records)
         if rows:
-            await self._write_weighted(lambda conn: _upsert_rows(conn, rows), len(rows))
+            await self._write(lambda conn: _upsert_rows(conn, rows), len(rows))
 
     async def home_prefix(self, prefix: str) -> bool:
         sql = "INSERT INTO prefixes(prefix) VALUES (?) ON CONFLICT DO NOTHING"
@@ -718,7 +607,8 @@ class SQLiteStore(Store):
 
     def _writer_main(self, ready: asyncio.Future[None]) -> None:
         assert self._loop is not None and self._writer_done is not None
-        loop, done = self._loop, self._writer_done
+        assert self._writes is not None
+        loop, done, writes = self._loop, self._writer_done, self._writes
         conn: sqlite3.Connection | None = None
         try:
             conn = self._connect(query_only=False)
@@ -727,50 +617,21 @@ class SQLiteStore(Store):
             if conn is not None:
                 conn.close()
             error = _map_sqlite_error(exc) if isinstance(exc, sqlite3.Error) else exc
-            loop.call_soon_threadsafe(_settle_one, ready, error)
-            loop.call_soon_threadsafe(_settle_one, done, None)
+            loop.call_soon_threadsafe(settle_one, ready, error)
+            loop.call_soon_threadsafe(settle_one, done, None)
             return
-        loop.call_soon_threadsafe(_settle_one, ready, None)
+        loop.call_soon_threadsafe(settle_one, ready, None)
         try:
-            self._writer_loop(conn)
+            self._writer_loop(conn, writes)
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA optimize")
             conn.close()  # the last connection out checkpoints and removes the WAL
-            # Anything still queued arrived after close() began: refuse it.
-            leftovers: list[_Outcome] = []
-            while True:
-                try:
-                    op = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(op, _Op):
-                    leftovers.append((op.future, None, StoreClosed("Store closed")))
-            self._settle_from_thread(leftovers)
-            loop.call_soon_threadsafe(_settle_one, done, None)
+            writes.refuse_leftovers()  # queued after close() began
+            loop.call_soon_threadsafe(settle_one, done, None)
 
-    def _writer_loop(self, conn: sqlite3.Connection) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        stop = False
-        while not stop:
-            first = get()  # sleep until there is work
-            if first is _STOP:
-                return
-            assert isinstance(first, _Op)
-            batch, weight = [first], first.weight
-            # Group commit: take what queued up while the last batch committed,
-            # up to max_batch operations or bulk_chunk put_many items.
-            while len(batch) < self.max_batch and weight < self.bulk_chunk:
-                try:
-                    op = get_nowait()
-                except queue.Empty:
-                    break
-                if op is _STOP:
-                    stop = True
-                    break
-                assert isinstance(op, _Op)
-                batch.append(op)
-                weight += op.weight
+    def _writer_loop(self, conn: sqlite3.Connection, writes: WriteQueue) -> None:
+        while (batch := writes.next_batch()) is not None:
             try:
                 outcomes = self._run_batch(conn, batch)
             except Exception as exc:  # a bug: fail this batch, keep the writer alive
@@ -780,10 +641,10 @@ class SQLiteStore(Store):
                 outcomes = [(op.future, None, exc) for op in batch]
             if self._lookups is not None:
                 self._lookups.expire()  # before any writer hears back: it reads its writes
-            self._settle_from_thread(outcomes)
+            writes.settle(outcomes)
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> list[_Outcome]:
-        outcomes: list[_Outcome] = []
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[WriteOp]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in batch:
@@ -817,25 +678,6 @@ class SQLiteStore(Store):
         self.commits += 1
         self.committed_ops += len(batch)
         return outcomes
-
-    def _settle_from_thread(self, outcomes: list[_Outcome]) -> None:
-        if not outcomes:
-            return
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
-            self._loop.call_soon_threadsafe(self._settle, outcomes)
-
-    def _settle(self, outcomes: list[_Outcome]) -> None:
-        """On the loop: one call per batch resolves every caller in it."""
-        assert self._slots is not None
-        for future, result, error in outcomes:
-            self._slots.release()
-            if future.done():  # the caller was cancelled
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -887,20 +729,6 @@ class SQLiteStore(Store):
             raise
 
 
-def _discard_result(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # marks it retrieved: no "never retrieved" log
-
-
-def _settle_one(future: asyncio.Future[Any], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
-
-
 # -- operations, run by the writer inside its transaction ---------------------------
 # Each runs inside a SAVEPOINT, so raising undoes just this operation.
 
@@ -909,7 +737,7 @@ def _read_record(conn: sqlite3.Connection, key: str) -> Record:
     row = conn.execute(_GET, (key,)).fetchone()
     if row is None:
         raise HandleNotFound(f"Handle {key} not found")
-    return _decode_stored(key, row[0])
+    return decode_stored(key, row[0])
 
 
 def _w_create(conn: sqlite3.Connection, key: str, blob: bytes) -> None:
