@@ -156,6 +156,13 @@ def cached_share(paths: list[Path]) -> float | None:
     return res / size if size else None
 
 
+def store_files(store: Path) -> list[Path]:
+    """The files holding the store's data: an LMDB directory's data.mdb, or the
+    SQLite file and its WAL."""
+    candidates = [store / "data.mdb"] if store.is_dir() else [store, Path(f"{store}-wal")]
+    return [p for p in candidates if p.exists()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.big_store", description=__doc__)
     parser.add_argument("--store", type=Path, required=True)
@@ -184,7 +191,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="idnode-bigstore-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    files = [p for p in (args.store, Path(f"{args.store}-wal")) if p.exists()]
+    files = store_files(args.store)
     result: dict[str, object] = {
         "store": str(args.store), "count": args.count, "prefixes": prefixes,
         "store_bytes": sum(p.stat().st_size for p in files),

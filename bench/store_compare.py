@@ -4,8 +4,9 @@
         [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
 Each round loads ``count`` benchmark records (bench.workload, five values,
-random key order) into a fresh SQLite store and a fresh PostgreSQL schema
-(``idnode_bench_<random>``, dropped afterwards), alternating which goes first,
+random key order) into a fresh SQLite store, a fresh LMDB environment and a
+fresh PostgreSQL schema (``idnode_bench_<random>``, dropped afterwards),
+rotating which goes first,
 then times ``gets`` single lookups one at a time (latency) and with 64
 concurrent readers (throughput). Numbers are reported with the ratio to
 SQLite measured in the same round: on a shared machine only the ratios mean
@@ -99,10 +100,13 @@ async def main(args: argparse.Namespace) -> None:
             # As a node opens them: its writes are announced, not counted.
             stores = {
                 "sqlite": open_store_at(str(Path(tmp) / "bench.db"), announces_writes=True),
+                "lmdb": open_store_at(str(Path(tmp) / "bench.lmdb"), announces_writes=True),
                 "postgresql": open_store_at(f"{args.postgres}{sep}search_path={schema}",
                                             announces_writes=True),
             }
-            order = ["sqlite", "postgresql"] if round_ % 2 == 0 else ["postgresql", "sqlite"]
+            names = list(stores)
+            shift = round_ % len(names)
+            order = names[shift:] + names[:shift]
             results = {}
             try:
                 for name in order:

@@ -1,14 +1,27 @@
-"""Which Store backend a ``--store`` location names: a file path or a PostgreSQL URL."""
+"""Which Store backend a ``--store`` location names: a SQLite file, an LMDB
+directory (``*.lmdb``) or a PostgreSQL URL."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from registry.sqlite_store import SQLiteStore
 from registry.store import Store
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+LMDB_SUFFIX = ".lmdb"
+
+
+def is_lmdb(location: str) -> bool:
+    """A path ending ``.lmdb``, or a directory holding an LMDB environment."""
+    path = Path(location)
+    return location.endswith(LMDB_SUFFIX) or (path / "data.mdb").is_file()
+
+
+# The SQLiteStore options LMDBStore shares (the write queue's); the rest tune SQLite.
+_LMDB_OPTIONS = ("max_batch", "bulk_chunk", "max_pending", "busy_when_full")
 
 
 def redact_url(url: str) -> str:
@@ -28,12 +41,14 @@ def open_store_at(
     announces_writes: bool = False,
     **sqlite_options: Any,
 ) -> Store:
-    """An unopened store: PostgreSQL for ``postgresql://``/``postgres://``, else a SQLite file.
+    """An unopened store: PostgreSQL for ``postgresql://``/``postgres://``, LMDB for a
+    ``*.lmdb`` directory (``is_lmdb``), else a SQLite file.
 
     ``announces_writes``: the opener tells every cache of its own writes (a
     node), so the store does not count them as unannounced. ``sqlite_options``
-    go to ``SQLiteStore`` (write queue bound, mmap...) and mean nothing to
-    PostgreSQL.
+    go to ``SQLiteStore`` (write queue bound, mmap...); LMDB takes the write
+    queue's (``max_pending``, ``busy_when_full``) and ignores the rest, and they
+    mean nothing to PostgreSQL.
     Raises ValueError for another URL scheme, or when asyncpg is not installed.
     """
     if location.startswith(POSTGRES_SCHEMES):
@@ -49,5 +64,12 @@ def open_store_at(
             f"Unsupported store URL {location.split('://')[0]}://...: "
             "give a file path or a postgresql:// URL"
         )
+    if is_lmdb(location):
+        from registry.lmdb_store import LMDBStore
+
+        queue_options = {name: sqlite_options[name] for name in _LMDB_OPTIONS
+                         if name in sqlite_options}
+        return LMDBStore(location, synchronous=sqlite_synchronous,
+                         announces_writes=announces_writes, **queue_options)
     return SQLiteStore(location, synchronous=sqlite_synchronous,
                        announces_writes=announces_writes, **sqlite_options)

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the node")
     p.add_argument("--store", default=str(DEFAULT_STORE),
-                   help="SQLite file, or postgresql://user@host:5432/db[?search_path=schema]")
+                   help="SQLite file, LMDB directory (PATH.lmdb), or "
+                   "postgresql://user@host:5432/db[?search_path=schema]")
     _master_key(p, "must exist")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -111,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PREFIX:requests=N,identifiers=N,subprefixes=N (per day / total; "
                         "repeatable)")
     p.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL",
-                   help="SQLite durability: NORMAL survives a process crash, FULL power loss")
+                   help="embedded store durability (SQLite, LMDB): NORMAL survives a process "
+                   "crash, FULL power loss")
     p.add_argument("--max-inflight", type=int, default=_DEFAULTS.max_inflight,
                    help="HTTP requests in handlers at once; more get 503 RC 3 at once")
     p.add_argument("--shed-lag", type=float, default=_DEFAULTS.shed_lag,

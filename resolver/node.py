@@ -52,7 +52,8 @@ HOMED_REFRESH_SECONDS = 5.0
 
 def open_store(config: NodeConfig) -> Store:
     """The backend named by ``--store``: a file path means the embedded SQLite store,
-    a ``postgresql://`` (or ``postgres://``) URL the PostgreSQL store."""
+    a ``*.lmdb`` directory the embedded LMDB store, a ``postgresql://`` (or
+    ``postgres://``) URL the PostgreSQL store (``registry.backends``)."""
     # The node tells every cache of its writes (resolver.coherence), so they
     # do not count as unannounced.
     return open_store_at(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pg_service
 
+from registry.lmdb_store import LMDBStore
 from registry.sqlite_store import SQLiteStore
 from registry.store import Store
 
@@ -47,6 +48,15 @@ def _sqlite_commits(store: Store) -> int:
     return store.commits
 
 
+def _lmdb(directory: Path) -> Store:
+    return LMDBStore(directory / "store.lmdb")
+
+
+def _lmdb_commits(store: Store) -> int:
+    assert isinstance(store, LMDBStore)
+    return store.commits
+
+
 def _postgres(directory: Path) -> Store:
     from registry.pg_store import PostgresStore
 
@@ -58,6 +68,7 @@ def _postgres(directory: Path) -> Store:
 BACKENDS: list[Backend] = [
     Backend("sqlite", _sqlite, _sqlite_commits),
     Backend("sqlite-snapshot", _sqlite_held_snapshot, _sqlite_commits),
+    Backend("lmdb", _lmdb, _lmdb_commits),
     Backend("postgresql", _postgres, require=pg_service.require_postgres,
             cleanup=pg_service.drop_schema),
 ]

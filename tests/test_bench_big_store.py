@@ -36,8 +36,9 @@ def test_cache_counters_are_read_from_metrics_text() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
-def test_tiny_run_measures_cold_while_filling_and_once_full(tmp_path: Path) -> None:
-    env, store = child_env(), tmp_path / "ids.db"
+@pytest.mark.parametrize("name", ["ids.db", "ids.lmdb"], ids=["sqlite", "lmdb"])
+def test_tiny_run_measures_cold_while_filling_and_once_full(tmp_path: Path, name: str) -> None:
+    env, store = child_env(), tmp_path / name
     ids = tmp_path / "ids.jsonl"
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -53,6 +54,7 @@ def test_tiny_run_measures_cold_while_filling_and_once_full(tmp_path: Path) -> N
         "--seconds", "1", "--connections", "4", "--hot-set", "50", "--cache-size", "256K",
         "--fill-seconds", "60", "--output", str(output))
     result = json.loads(output.read_text())
+    assert result["store_bytes"] > 3000 * 100  # the SQLite file, or the LMDB data.mdb
     assert result["fill"]["full"]  # a 256K cache fills within the first cold runs
     assert result["fill"]["refused"] + result["fill"]["evictions"] > 0
     assert result["hot"]["cache_hit_ratio"] == 1.0

@@ -4,7 +4,7 @@
 201 is recorded. After 1-2 s the server gets SIGKILL while requests are in
 flight; a new server on the same store must then resolve every acknowledged
 handle with exactly the values written (and a handle whose PUT was cut off
-must be either absent or complete, never partial). Run on SQLite and on PostgreSQL.
+must be either absent or complete, never partial). Run on SQLite, LMDB and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -102,6 +102,12 @@ async def check(session: aiohttp.ClientSession, url: str, handle: str) -> tuple[
 
 async def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
     store = tmp_path / "node.db"
+    init_store(store, PREFIX, SECRET)
+    await kill_under_load_and_check(ServerProcess(store))
+
+
+async def test_acknowledged_writes_survive_sigkill_lmdb(tmp_path: Path):
+    store = tmp_path / "node.lmdb"
     init_store(store, PREFIX, SECRET)
     await kill_under_load_and_check(ServerProcess(store))
 

@@ -106,9 +106,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture
-def node(tmp_path: Path):
-    store = tmp_path / "node.db"
+# Both embedded stores: SQLite (a file) and LMDB (a directory shared by the
+# workers' processes).
+@pytest.fixture(params=["node.db", "node.lmdb"], ids=["sqlite", "lmdb"])
+def node(tmp_path: Path, request: pytest.FixtureRequest):
+    store = tmp_path / request.param
     init_store(store, PREFIX, SECRET)
     handle_port = free_udp_tcp_port()
     server = ServerProcess(store, "--workers", "2", "--handle-port", str(handle_port)).start()
