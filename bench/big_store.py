@@ -142,6 +142,19 @@ def node_cpu_seconds(pid: int) -> float | None:
     return sum(group_cpu_seconds(pid).values()) or None
 
 
+def wait_until_idle(pid: int, *, limit: float = 300.0) -> float:
+    """Seconds until the node used under 2 % of a core over a second (at most ``limit``)."""
+    started = time.monotonic()
+    last = node_cpu_seconds(pid) or 0.0
+    while time.monotonic() - started < limit:
+        time.sleep(1.0)
+        now = node_cpu_seconds(pid) or 0.0
+        if now - last < 0.02:
+            break
+        last = now
+    return time.monotonic() - started
+
+
 def cached_share(paths: list[Path]) -> float | None:
     """Share of the store's bytes in the OS page cache (fincore), or None."""
     import shutil
@@ -184,6 +197,9 @@ def main() -> None:
     parser.add_argument("--sqlite-snapshot", default=None,
                         help="the node's --sqlite-snapshot (seconds; 0 = a read transaction "
                              "per lookup); default: the node's (0.1)")
+    parser.add_argument("--lmdb-populate", choices=("on", "off"), default=None,
+                        help="the node's --lmdb-populate for an LMDB store; default: the "
+                             "node's (on)")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     args = parser.parse_args()
     require_wrk()
@@ -198,7 +214,7 @@ def main() -> None:
         "seconds": args.seconds, "connections": args.connections, "hot_set": args.hot_set,
         "cache_size": args.cache_size, "workers": args.workers,
         "sqlite_mmap": args.sqlite_mmap, "sqlite_cache": args.sqlite_cache,
-        "sqlite_snapshot": args.sqlite_snapshot,
+        "sqlite_snapshot": args.sqlite_snapshot, "lmdb_populate": args.lmdb_populate,
         "cpu_count": os.cpu_count(),
         "load_before": os.getloadavg(), "os_cached_before": cached_share(files),
     }
@@ -208,10 +224,15 @@ def main() -> None:
                   "--log-level", "WARNING",
                   *(("--sqlite-mmap", args.sqlite_mmap) if args.sqlite_mmap else ()),
                   *(("--sqlite-cache", args.sqlite_cache) if args.sqlite_cache else ()),
-                  *(("--sqlite-snapshot", args.sqlite_snapshot) if args.sqlite_snapshot else ()))
+                  *(("--sqlite-snapshot", args.sqlite_snapshot) if args.sqlite_snapshot else ()),
+                  *((f"--{'' if args.lmdb_populate == 'on' else 'no-'}lmdb-populate",)
+                    if args.lmdb_populate else ()))
     with listening(argv, port, work / "node.log") as node:
         with urllib.request.urlopen(f"{url}/api/handles/{prefixes[0]}/E0000000000") as reply:
             assert reply.status == 200
+        # What the node does at start (mapping an LMDB store's pages) must not
+        # count in the first run's CPU.
+        result["settle_seconds"] = wait_until_idle(node.pid)
         result["rss_start"] = rss(node.pid)
         hot_script = work / "hot.lua"
         hot_script.write_text(lua_random_get(prefixes, args.count, args.hot_set, args.seed))

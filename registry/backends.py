@@ -39,13 +39,15 @@ def open_store_at(
     *,
     sqlite_synchronous: str = "NORMAL",
     announces_writes: bool = False,
+    lmdb_populate: bool = False,
     **sqlite_options: Any,
 ) -> Store:
     """An unopened store: PostgreSQL for ``postgresql://``/``postgres://``, LMDB for a
     ``*.lmdb`` directory (``is_lmdb``), else a SQLite file.
 
     ``announces_writes``: the opener tells every cache of its own writes (a
-    node), so the store does not count them as unannounced. ``sqlite_options``
+    node), so the store does not count them as unannounced. ``lmdb_populate``:
+    an LMDB store maps its pages at open (``LMDBStore``'s ``populate``). ``sqlite_options``
     go to ``SQLiteStore`` (write queue bound, mmap...); LMDB takes the write
     queue's (``max_pending``, ``busy_when_full``) and ignores the rest, and they
     mean nothing to PostgreSQL.
@@ -70,6 +72,7 @@ def open_store_at(
         queue_options = {name: sqlite_options[name] for name in _LMDB_OPTIONS
                          if name in sqlite_options}
         return LMDBStore(location, synchronous=sqlite_synchronous,
-                         announces_writes=announces_writes, **queue_options)
+                         announces_writes=announces_writes, populate=lmdb_populate,
+                         **queue_options)
     return SQLiteStore(location, synchronous=sqlite_synchronous,
                        announces_writes=announces_writes, **sqlite_options)

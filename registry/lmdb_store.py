@@ -38,7 +38,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,7 +51,7 @@ import lmdb
 from protocol.errors import HandleAlreadyExists, HandleError, HandleNotFound
 from protocol.record_msgpack import encode_record
 from protocol.values import HandleValue
-from registry import lmdb_apps
+from registry import lmdb_apps, lmdb_map
 from registry.embedded_store import EmbeddedStore, decode_stored
 from registry.lmdb_apps import Tables, counter_bytes, counter_value, keys_in_range
 from registry.record_edits import merge_values, without_indexes
@@ -76,6 +78,7 @@ _SCAN_PAGE: Final = 500  # records per iter_records page
 _MAX_READERS: Final = 1024  # read transactions open at once, over every process
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _map_lmdb_error(exc: lmdb.Error) -> HandleError:
@@ -108,7 +111,9 @@ class LMDBStore(EmbeddedStore):
     ``synchronous``: ``"NORMAL"`` or ``"FULL"`` (module docstring).
     ``max_batch``, ``bulk_chunk``, ``max_pending`` and ``busy_when_full``
     bound the write queue and its transactions as for ``SQLiteStore``.
-    ``map_size``: the most the file may grow to, in bytes. ``announces_writes``:
+    ``map_size``: the most the file may grow to, in bytes. ``populate``: map
+    every page of the file at open, in a background thread, if it fits in
+    half of the available memory (``registry.lmdb_map``). ``announces_writes``:
     the caller tells every cache of its writes itself (a node does); otherwise
     each write transaction bumps the ``unannounced_writes`` counter nodes poll.
     """
@@ -125,6 +130,7 @@ class LMDBStore(EmbeddedStore):
         announces_writes: bool = False,
         map_size: int = DEFAULT_MAP_SIZE,
         scan_threads: int = 2,
+        populate: bool = False,
     ) -> None:
         synchronous = synchronous.upper()
         if synchronous not in _SYNCHRONOUS:
@@ -137,6 +143,7 @@ class LMDBStore(EmbeddedStore):
         self._announces_writes = announces_writes
         self._map_size = map_size
         self._scan_threads = scan_threads
+        self._populate = populate
 
         self._env: lmdb.Environment | None = None
         self._tables: Tables | None = None
@@ -169,6 +176,10 @@ class LMDBStore(EmbeddedStore):
         )
         self._writer.start()
         self._state = "open"
+        data_file = self.path / "data.mdb"
+        if self._populate and lmdb_map.worth_populating(data_file):
+            threading.Thread(target=_populate_map, args=(data_file,), daemon=True,
+                             name=f"lmdb-populate:{self.path.name}").start()
 
     def _open_environment(self) -> tuple[lmdb.Environment, Tables]:
         env = lmdb.open(
@@ -514,6 +525,14 @@ class LMDBStore(EmbeddedStore):
         self.commits += 1
         self.committed_ops += len(batch)
         return outcomes
+
+
+def _populate_map(data_file: Path) -> None:
+    # A daemon thread: close() does not wait for it. If the map goes away
+    # meanwhile, the call fails (ENOMEM) and nothing else happens.
+    started = time.perf_counter()
+    if lmdb_map.populate(data_file):
+        log.info("mapped all of %s in %.1f s", data_file, time.perf_counter() - started)
 
 
 # -- operations, run by the writer inside a nested transaction ----------------------

@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sqlite-mmap", type=_size, default=_DEFAULTS.sqlite_mmap_bytes,
                    metavar="BYTES", help="memory-map up to this much of the store for lookups "
                                          "(e.g. 32G; default 0 = off)")
+    p.add_argument("--lmdb-populate", action=argparse.BooleanOptionalAction,
+                   default=_DEFAULTS.lmdb_populate,
+                   help="an LMDB store: map all its pages at start, in the background, when "
+                        "the file fits in half of the available memory (default: on)")
     p.add_argument("--sqlite-snapshot", type=_seconds, default=_DEFAULTS.sqlite_read_snapshot,
                    metavar="SECONDS",
                    help="lookups share one read transaction, renewed after every write the "
@@ -429,6 +433,7 @@ def _run(args: argparse.Namespace) -> int:
             sqlite_mmap_bytes=args.sqlite_mmap,
             sqlite_cache_bytes=args.sqlite_cache,
             sqlite_read_snapshot=args.sqlite_snapshot,
+            lmdb_populate=args.lmdb_populate,
             quotas=tuple(args.quota), top_level=tuple(args.top_level),
             upstream_timeout=args.upstream_timeout, stale_window=args.stale_window,
             home_at=args.home_at, home_auth=args.home_auth, home_secret=args.home_secret,

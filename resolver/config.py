@@ -48,6 +48,10 @@ class NodeConfig:
     # (0: one each), renewed after every write this node makes or hears of
     # (registry.sqlite_snapshot): fewer locks and syscalls per cold lookup.
     sqlite_read_snapshot: float = 0.1
+    # An LMDB store's map is populated at start, in the background, when the
+    # file fits in half of the available memory (registry.lmdb_map): lookups
+    # then take no page fault each.
+    lmdb_populate: bool = True
     # File holding the master key (registry.credentials.load_master_key): needed
     # for a URL store, unless $IDNODE_MASTER_KEY is set; default <store>.key.
     master_key: str | None = None

@@ -68,6 +68,7 @@ def open_store(config: NodeConfig) -> Store:
         # other nodes' writes (it then stops trusting its cache and reads the
         # store each time), so its reads must not come from a held snapshot.
         read_snapshot_seconds=0.0 if config.redis else config.sqlite_read_snapshot,
+        lmdb_populate=config.lmdb_populate,
     )
 
 

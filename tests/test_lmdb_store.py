@@ -12,6 +12,7 @@ import pytest
 
 from protocol.record_msgpack import encode_record
 from protocol.values import HandleValue
+from registry import lmdb_map
 from registry.backends import open_store_at
 from registry.lmdb_store import LMDBStore
 from registry.sqlite_store import SQLiteStore
@@ -113,3 +114,45 @@ async def test_a_key_too_long_for_lmdb_fails_alone(tmp_path: Path):
         assert isinstance(results[0], StoreError) and "too large" in results[0].message
         assert results[1] is True
         assert await store.get_account("u" * 600) is None
+
+
+def mapped_bytes(data_file: Path) -> int:
+    """Rss of this process's mapping of ``data_file`` (from /proc/self/smaps)."""
+    wanted, inside, total = str(data_file.resolve()), False, 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(maxsplit=1)[0] and not line.endswith(" kB"):
+            inside = line.endswith(wanted)
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_populate_maps_every_page_of_the_data_file(tmp_path: Path):
+    env = lmdb.open(str(tmp_path / "e"), map_size=64 << 20)
+    with env.begin(write=True) as txn:
+        for n in range(20_000):
+            txn.put(b"%08d" % n, b"x" * 400)
+    data = tmp_path / "e" / "data.mdb"
+    assert lmdb_map.mapping_of(data) is not None
+    assert lmdb_map.populate(data)
+    assert mapped_bytes(data) >= data.stat().st_size
+    env.close()
+    assert lmdb_map.mapping_of(data) is None
+    assert not lmdb_map.populate(data)  # nothing mapped: nothing to do
+
+
+async def test_a_store_opened_to_populate_serves_while_it_maps(tmp_path: Path):
+    async with LMDBStore(tmp_path / "s.lmdb") as store:
+        await store.load_records([(f"88.1/{n:05d}", record(n)) for n in range(5000)])
+    assert lmdb_map.worth_populating(tmp_path / "s.lmdb" / "data.mdb")
+    async with LMDBStore(tmp_path / "s.lmdb", populate=True) as store:
+        assert await store.get("88.1/04999") == (
+            HandleValue(1, "URL", b"https://example.com/4999"),)
+        for _ in range(200):  # the background thread maps the file
+            if mapped_bytes(tmp_path / "s.lmdb" / "data.mdb") >= (
+                    tmp_path / "s.lmdb" / "data.mdb").stat().st_size:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the map was not populated")
