@@ -3,9 +3,11 @@
     python -m bench.big_store --store /work/bigstore/ids.db --count 100000000 \\
         --prefixes 88.100.1,88.100.2,88.100.3,88.100.4 --seconds 30
 
-The store holds the set ``bench.gen_ids`` writes for the same ``--count`` and
-``--prefixes``. One node (``idnode serve``) is started on it, then wrk (C, one
-connection set, Lua picks each request's identifier):
+The store (a SQLite file or an LMDB directory) holds the set ``bench.gen_ids``
+writes for the same ``--count`` and ``--prefixes``. One node (``idnode serve``)
+is started on it and left until it is idle (an LMDB node first maps its
+store: ``--lmdb-populate``), then wrk (C, one connection set, Lua picks each
+request's identifier):
 
 - **hot**: uniform over ``--hot-set`` identifiers spread over the store, after a
   warm-up pass: every reply comes from the node's cache;

@@ -1,4 +1,4 @@
-"""Embedded LMDB backend of the Store contract, for stores too big for memory.
+"""Embedded LMDB backend of the Store contract, for large stores on one machine.
 
 An LMDB environment is one B+tree file (``data.mdb``, plus ``lock.mdb``) in
 a directory, mapped into memory. A lookup reads the mapped pages in place:
@@ -71,7 +71,6 @@ from registry.write_queue import Outcome, WriteOp, settle_one
 
 SCHEMA_VERSION: Final = 1
 DEFAULT_MAP_SIZE: Final = 1 << 40  # 1 TiB of address space: ~5 billion gen_ids records
-SUFFIX: Final = ".lmdb"  # a --store path ending so names an LMDB environment (a directory)
 
 _SYNCHRONOUS: Final = frozenset({"NORMAL", "FULL"})
 _SCAN_PAGE: Final = 500  # records per iter_records page
@@ -113,9 +112,10 @@ class LMDBStore(EmbeddedStore):
     bound the write queue and its transactions as for ``SQLiteStore``.
     ``map_size``: the most the file may grow to, in bytes. ``populate``: map
     every page of the file at open, in a background thread, if it fits in
-    half of the available memory (``registry.lmdb_map``). ``announces_writes``:
-    the caller tells every cache of its writes itself (a node does); otherwise
-    each write transaction bumps the ``unannounced_writes`` counter nodes poll.
+    the available memory (``registry.lmdb_map.worth_populating``).
+    ``announces_writes``: the caller tells every cache of its writes itself (a
+    node does); otherwise each write transaction bumps the
+    ``unannounced_writes`` counter nodes poll.
     """
 
     def __init__(

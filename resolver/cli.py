@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lmdb-populate", action=argparse.BooleanOptionalAction,
                    default=_DEFAULTS.lmdb_populate,
                    help="an LMDB store: map all its pages at start, in the background, when "
-                        "the file fits in half of the available memory (default: on)")
+                        "the file fits in 90%% of the available memory (default: on)")
     p.add_argument("--sqlite-snapshot", type=_seconds, default=_DEFAULTS.sqlite_read_snapshot,
                    metavar="SECONDS",
                    help="lookups share one read transaction, renewed after every write the "

@@ -49,7 +49,7 @@ class NodeConfig:
     # (registry.sqlite_snapshot): fewer locks and syscalls per cold lookup.
     sqlite_read_snapshot: float = 0.1
     # An LMDB store's map is populated at start, in the background, when the
-    # file fits in half of the available memory (registry.lmdb_map): lookups
+    # file fits in 90 % of the available memory (registry.lmdb_map): lookups
     # then take no page fault each.
     lmdb_populate: bool = True
     # File holding the master key (registry.credentials.load_master_key): needed
