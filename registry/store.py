@@ -1,4 +1,4 @@
-"""The Store contract: every backend (embedded SQLite, PostgreSQL) implements it.
+"""The Store contract: every backend (embedded SQLite or LMDB, PostgreSQL) implements it.
 
 Keys are normalised handles (``protocol.identifier.Handle.key``): the store
 never normalises or validates them itself. Records are tuples of
