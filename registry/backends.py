@@ -47,10 +47,10 @@ def open_store_at(
 
     ``announces_writes``: the opener tells every cache of its own writes (a
     node), so the store does not count them as unannounced. ``lmdb_populate``:
-    an LMDB store maps its pages at open (``LMDBStore``'s ``populate``). ``sqlite_options``
-    go to ``SQLiteStore`` (write queue bound, mmap...); LMDB takes the write
-    queue's (``max_pending``, ``busy_when_full``) and ignores the rest, and they
-    mean nothing to PostgreSQL.
+    an LMDB store maps its pages at open (``LMDBStore``'s ``populate``).
+    ``sqlite_options`` go to ``SQLiteStore`` (write queue bound, mmap...);
+    LMDB takes the write queue's (``_LMDB_OPTIONS``) and ignores the rest;
+    they mean nothing to PostgreSQL.
     Raises ValueError for another URL scheme, or when asyncpg is not installed.
     """
     if location.startswith(POSTGRES_SCHEMES):
