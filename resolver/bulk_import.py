@@ -327,6 +327,25 @@ CSV_EXPORT_HEADER = b"handle,index,type,data,format,ttl\n"
 async def export_file(store_path: str, prefix: str | None, output: str, fmt: Format) -> int:
     """Stream every record (of ``prefix``) in key order; memory stays one page of records."""
     sink: IO[bytes] = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
+    try:
+        lossy = await _export_records(store_path, prefix, sink, fmt)
+    except BrokenPipeError:
+        # The reader went away (``idnode export | head``): stop quietly, as
+        # Unix tools do, and keep Python from failing again on its final
+        # flush of stdout (closing the sink may have failed half-way: use fd 1).
+        if output == "-":
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        return 1
+    if lossy:
+        print(f"idnode export: {lossy} values had permissions, timestamps, references or an "
+              "absolute ttl that CSV does not carry; export JSONL for a faithful copy",
+              file=sys.stderr)
+    return 0
+
+
+async def _export_records(store_path: str, prefix: str | None, sink: IO[bytes],
+                          fmt: Format) -> int:
+    """Write the records to ``sink`` and close it; the count of values CSV cannot carry."""
     lossy = 0
     with sink:
         if fmt == "csv":
@@ -339,11 +358,7 @@ async def export_file(store_path: str, prefix: str | None, output: str, fmt: For
                 else:
                     line = {"handle": key, "values": [rest_json.value_to_json(v) for v in values]}
                     sink.write(orjson.dumps(line) + b"\n")
-    if lossy:
-        print(f"idnode export: {lossy} values had permissions, timestamps, references or an "
-              "absolute ttl that CSV does not carry; export JSONL for a faithful copy",
-              file=sys.stderr)
-    return 0
+    return lossy
 
 
 def _csv_faithful(value: HandleValue) -> bool:

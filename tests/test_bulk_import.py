@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
 import sys
 from pathlib import Path
 
 import orjson
 import pg_service
 import pytest
+from processes import ROOT, _cli, _env
 
 from protocol.bulk_records import CsvLayout
-from protocol.values import HS_SECKEY
+from protocol.record_msgpack import encode_record
+from protocol.values import HS_SECKEY, HandleValue
 from registry.credentials import is_hashed
 from registry.sqlite_store import SQLiteStore
 from resolver import import_input
@@ -157,12 +160,13 @@ def _export_lines(n: int) -> list[dict[str, object]]:
     return lines
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "lmdb", "postgresql"])
 async def store_locations(request: pytest.FixtureRequest, tmp_path: Path):
     """Two empty stores with 88.100.1 homed (file paths or schema URLs) and a master key."""
     key = str(tmp_path / "master.key")
-    if request.param == "sqlite":
-        places = [str(tmp_path / "one.db"), str(tmp_path / "two.db")]
+    if request.param in ("sqlite", "lmdb"):
+        suffix = ".db" if request.param == "sqlite" else ".lmdb"
+        places = [str(tmp_path / f"one{suffix}"), str(tmp_path / f"two{suffix}")]
         key_arg = None
     else:
         await pg_service.require_postgres()
@@ -207,3 +211,20 @@ async def test_import_export_round_trip_on_each_backend(
         again = tmp_path / "again.jsonl"
         await export_file(second, None, str(again), "jsonl")
         assert again.read_bytes() == exported.read_bytes()
+
+
+async def test_export_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """``idnode export | head``: no traceback, exit 1, as Unix tools stop."""
+    store = tmp_path / "s.db"
+    async with opened(str(store)) as opened_store:
+        await opened_store.load_records(
+            [(f"88.100.1/ITEM-{n:05d}", encode_record([HandleValue(1, "URL", b"x" * 200)]))
+             for n in range(2000)])  # ~600 KB of JSONL: more than a pipe holds
+    proc = subprocess.Popen(_cli("export", "--store", str(store)), cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b'{"handle":"88.100.1/ITEM-00000"')
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert stderr == b""
