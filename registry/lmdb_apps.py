@@ -10,7 +10,7 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -252,13 +252,3 @@ def w_add_usage(
         return None
     txn.put(key, counter_bytes(value), db=t.usage)
     return value
-
-
-def keys_in_range(cursor: lmdb.Cursor, lo: bytes, hi: bytes | None) -> Iterator[bytes]:
-    """Keys from ``lo`` (inclusive) to ``hi`` (exclusive; None: to the end), in order."""
-    if not cursor.set_range(lo):
-        return
-    for key in cursor.iternext(keys=True, values=False):
-        if hi is not None and key >= hi:
-            return
-        yield key

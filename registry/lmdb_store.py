@@ -41,7 +41,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
@@ -53,7 +53,7 @@ from protocol.record_msgpack import encode_record
 from protocol.values import HandleValue
 from registry import lmdb_apps, lmdb_map
 from registry.embedded_store import EmbeddedStore, decode_stored
-from registry.lmdb_apps import Tables, counter_bytes, counter_value, keys_in_range
+from registry.lmdb_apps import Tables, counter_bytes, counter_value
 from registry.record_edits import merge_values, without_indexes
 from registry.store import (
     Account,
@@ -94,6 +94,16 @@ def _map_lmdb_error(exc: lmdb.Error) -> HandleError:
 def _prefix_range(prefix: str) -> tuple[bytes, bytes]:
     """Keys strictly under ``prefix/``: '0' is the byte after '/'."""
     return (prefix + "/").encode(), (prefix + "0").encode()
+
+
+def _keys_in_range(cursor: lmdb.Cursor, lo: bytes, hi: bytes | None) -> Iterator[bytes]:
+    """Keys from ``lo`` (inclusive) to ``hi`` (exclusive; None: to the end), in order."""
+    if not cursor.set_range(lo):
+        return
+    for key in cursor.iternext(keys=True, values=False):
+        if hi is not None and key >= hi:
+            return
+        yield key
 
 
 class _BatchLost(Exception):
@@ -292,7 +302,7 @@ class LMDBStore(EmbeddedStore):
             out: list[str] = []
             if limit == 0:
                 return out
-            for n, key in enumerate(keys_in_range(txn.cursor(db=t.handles), lo, hi)):
+            for n, key in enumerate(_keys_in_range(txn.cursor(db=t.handles), lo, hi)):
                 if n >= offset:
                     out.append(key.decode())
                     if limit is not None and len(out) >= limit:
@@ -306,7 +316,7 @@ class LMDBStore(EmbeddedStore):
             return await self._scan(lambda txn, t: int(txn.stat(t.handles)["entries"]))
         lo, hi = _prefix_range(prefix)
         return await self._scan(
-            lambda txn, t: sum(1 for _ in keys_in_range(txn.cursor(db=t.handles), lo, hi))
+            lambda txn, t: sum(1 for _ in _keys_in_range(txn.cursor(db=t.handles), lo, hi))
         )
 
     async def iter_records(self, prefix: str | None = None) -> AsyncIterator[tuple[str, Record]]:
@@ -319,7 +329,7 @@ class LMDBStore(EmbeddedStore):
             def read(txn: lmdb.Transaction, t: Tables) -> list[tuple[bytes, bytes]]:
                 cursor = txn.cursor(db=t.handles)
                 rows: list[tuple[bytes, bytes]] = []
-                for key in keys_in_range(cursor, start, hi):
+                for key in _keys_in_range(cursor, start, hi):
                     if after and key == start:
                         continue
                     rows.append((key, cursor.value()))
