@@ -25,7 +25,10 @@ identifiers would find them cached. Last, **hot_after** repeats the hot run
 (after another warm-up): ``hot_drift_by_cpu`` (its node CPU per request over
 the first hot run's) says how much the machine changed under the run; the
 ratios are against the first hot run, and mean little where the drift is far
-from 1.
+from 1. ``--rounds N`` then alternates short hot and cold_full slices
+(``--round-seconds``) and reports each round's cold/hot and their median: on
+a VM whose speed moves by tens of percent within minutes, adjacent slices
+share the machine's state, which runs 20 s long and a minute apart do not.
 
 Every request must return 200 (all identifiers exist): a non-2xx count is a
 failed run. The node's RSS (VmRSS, and VmHWM, its peak) is read from /proc at
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -53,6 +57,8 @@ from protocol.identifier import parse_prefix
 
 FILL_CHUNK_SECONDS = 10.0
 FILL_SEEDS = 10_000  # seeds above the base for the filling runs; cold_full's is past them
+ROUND_SEEDS = 20_000  # seeds above the base for the rounds' cold slices
+ROUND_PHASES = frozenset({"round_hot", "round_cold"})
 
 
 def lua_random_get(prefixes: list[str], count: int, serials: int | None, seed: int) -> str:
@@ -178,6 +184,36 @@ def store_files(store: Path) -> list[Path]:
     return [p for p in candidates if p.exists()]
 
 
+def interleaved_rounds(
+    rounds: int, *, hot: Callable[[], dict[str, Any]], cold: Callable[[int], dict[str, Any]]
+) -> dict[str, Any]:
+    """``rounds`` pairs of a hot and a cold slice, hot first in even rounds and
+    cold first in odd ones, so a steady drift favours neither. Each round's
+    ratio is hot/cold by node CPU per request; the median is the figure to
+    quote, the spread says how much the machine moved."""
+    runs: list[dict[str, Any]] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            hot_slice = hot()
+            cold_slice = cold(i)
+        else:
+            cold_slice = cold(i)
+            hot_slice = hot()
+        hot_cpu = hot_slice["node_cpu_us_per_request"]
+        cold_cpu = cold_slice["node_cpu_us_per_request"]
+        ratio = hot_cpu / cold_cpu if hot_cpu and cold_cpu else None
+        runs.append({"hot": hot_slice, "cold": cold_slice, "cold_over_hot_by_cpu": ratio})
+        hits = (cold_slice["cache_hit_ratio"] or 0, hot_slice["cache_hit_ratio"] or 0)
+        print(f"round {i + 1}: hot {hot_cpu or 0:.1f}, cold {cold_cpu or 0:.1f} node CPU-us/"
+              f"request, cold/hot {ratio or 0:.3f} (cache hits {hits[0]:.1%} cold, "
+              f"{hits[1]:.1%} hot)", flush=True)
+    ratios = sorted(r["cold_over_hot_by_cpu"] for r in runs if r["cold_over_hot_by_cpu"])
+    return {"runs": runs,
+            "cold_over_hot_by_cpu_median": statistics.median(ratios) if ratios else None,
+            "cold_over_hot_by_cpu_min": ratios[0] if ratios else None,
+            "cold_over_hot_by_cpu_max": ratios[-1] if ratios else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.big_store", description=__doc__)
     parser.add_argument("--store", type=Path, required=True)
@@ -202,6 +238,11 @@ def main() -> None:
     parser.add_argument("--lmdb-populate", choices=("on", "off"), default=None,
                         help="the node's --lmdb-populate for an LMDB store; default: the "
                              "node's (on)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="after the runs above, this many rounds of one hot and one "
+                             "cold_full slice of --round-seconds each, in alternating order: "
+                             "a ratio per round, whose median a drifting machine moves least")
+    parser.add_argument("--round-seconds", type=float, default=5.0)
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     args = parser.parse_args()
     require_wrk()
@@ -251,12 +292,12 @@ def main() -> None:
 
         warm_hot_set()
 
-        def measure(name: str, script: Path) -> dict[str, Any]:
+        def measure(name: str, script: Path, seconds: float = args.seconds) -> dict[str, Any]:
             t0, cpu0, counters0 = time.time(), node_cpu_seconds(node.pid), cache_counters(url)
-            run = run_wrk(url, script, seconds=args.seconds, connections=args.connections,
+            run = run_wrk(url, script, seconds=seconds, connections=args.connections,
                           cpu=None)
             cpu1, counters1 = node_cpu_seconds(node.pid), cache_counters(url)
-            requests = run.requests_per_second * args.seconds
+            requests = run.requests_per_second * seconds
             looked_up = (counters1.hits - counters0.hits) + (counters1.misses - counters0.misses)
             measured: dict[str, Any] = {
                 "requests_per_second": run.requests_per_second, "non_2xx": run.non_2xx,
@@ -265,11 +306,13 @@ def main() -> None:
                 # Node CPU per request: what the machine's other load cannot change.
                 "node_cpu_us_per_request": (cpu1 - cpu0) / requests * 1e6
                 if cpu0 is not None and cpu1 is not None and requests else None,
-                "node_cpu_share": (cpu1 - cpu0) / args.seconds
+                "node_cpu_share": (cpu1 - cpu0) / seconds
                 if cpu0 is not None and cpu1 is not None else None,
                 "cache_hit_ratio": (counters1.hits - counters0.hits) / looked_up
                 if looked_up else None,
             }
+            if name in ROUND_PHASES:  # a slice of a round: kept in its round, not printed
+                return measured
             result[name] = measured
             memory = rss(node.pid)
             result[f"rss_after_{name}"] = memory
@@ -294,6 +337,11 @@ def main() -> None:
         # against the first hot run cannot show.
         warm_hot_set()
         hot_after = measure("hot_after", hot_script)
+        if args.rounds:
+            result["rounds"] = interleaved_rounds(
+                args.rounds, hot=lambda: measure("round_hot", hot_script, args.round_seconds),
+                cold=lambda i: measure("round_cold", cold_script(args.seed + ROUND_SEEDS + i),
+                                       args.round_seconds))
     if hot["node_cpu_us_per_request"] and hot_after["node_cpu_us_per_request"]:
         result["hot_drift_by_cpu"] = (hot_after["node_cpu_us_per_request"]
                                       / hot["node_cpu_us_per_request"])
@@ -308,7 +356,8 @@ def main() -> None:
     print(text)
     if args.output:
         args.output.write_text(text + "\n")
-    if hot["non_2xx"] or hot_after["non_2xx"] or any(c["non_2xx"] for c in colds.values()):
+    slices = [s for r in result.get("rounds", {}).get("runs", []) for s in (r["hot"], r["cold"])]
+    if any(r["non_2xx"] for r in (hot, hot_after, *colds.values(), *slices)):
         raise SystemExit("some requests did not return 200: is the store built for this set?")
 
 
