@@ -156,6 +156,12 @@ class Store(ABC):
         (the default) where a read awaits a server."""
         return None
 
+    def warming(self) -> bool:
+        """Whether the store is still bringing its pages into memory after
+        opening (an LMDB map being populated): it answers, but slowly, and a
+        node says it is not ready yet. False (the default) for the others."""
+        return False
+
     @abstractmethod
     async def create(self, key: str, values: Sequence[HandleValue]) -> None:
         """Create; raises HandleAlreadyExists if the key exists."""

@@ -242,6 +242,8 @@ class HttpFrontend:
         except Exception as exc:
             log.warning("Not ready: %s", exc)
             return json_bytes(b'{"status":"unavailable"}', 503)
+        if self.node.store.warming():  # serves, but slowly: keep the load away
+            return json_bytes(b'{"status":"warming"}', 503)
         return json_bytes(b'{"status":"ready"}')
 
 

@@ -420,7 +420,8 @@ def _paths() -> dict[str, Any]:
             {"200": _reply("OpenAPI 3 document", {"type": "object"}), **_errors(("503",))}),
         "/healthz": _plain_get("healthz", "Node", "Liveness",
                                {"200": _reply("Alive", status)}),
-        "/readyz": _plain_get("readyz", "Node", "Readiness: the store answers",
+        "/readyz": _plain_get("readyz", "Node",
+                              "Readiness: the store answers and is not still warming up",
                               {"200": _reply("Ready", status), "503": _reply("Not ready", status)}),
         "/metrics": _plain_get("metrics", "Node", "Prometheus metrics", {"200": text}),
         "/": _plain_get("index", "Node", "Node summary", {"200": _reply("Role and prefixes", {
