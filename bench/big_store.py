@@ -242,7 +242,8 @@ def main() -> None:
                         help="after the runs above, this many rounds of one hot and one "
                              "cold_full slice of --round-seconds each, in alternating order: "
                              "a ratio per round, whose median a drifting machine moves least")
-    parser.add_argument("--round-seconds", type=float, default=5.0)
+    parser.add_argument("--round-seconds", type=float, default=5.0,
+                        help="the length of each slice of a round")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     args = parser.parse_args()
     require_wrk()
