@@ -58,7 +58,6 @@ from protocol.identifier import parse_prefix
 FILL_CHUNK_SECONDS = 10.0
 FILL_SEEDS = 10_000  # seeds above the base for the filling runs; cold_full's is past them
 ROUND_SEEDS = 20_000  # seeds above the base for the rounds' cold slices
-ROUND_PHASES = frozenset({"round_hot", "round_cold"})
 
 
 def lua_random_get(prefixes: list[str], count: int, serials: int | None, seed: int) -> str:
@@ -293,7 +292,8 @@ def main() -> None:
 
         warm_hot_set()
 
-        def measure(name: str, script: Path, seconds: float = args.seconds) -> dict[str, Any]:
+        def run_slice(script: Path, seconds: float) -> dict[str, Any]:
+            """One wrk run: its rates and latencies, and the node's CPU and cache over it."""
             t0, cpu0, counters0 = time.time(), node_cpu_seconds(node.pid), cache_counters(url)
             run = run_wrk(url, script, seconds=seconds, connections=args.connections,
                           cpu=None)
@@ -312,16 +312,18 @@ def main() -> None:
                 "cache_hit_ratio": (counters1.hits - counters0.hits) / looked_up
                 if looked_up else None,
             }
-            if name in ROUND_PHASES:  # a slice of a round: kept in its round, not printed
-                return measured
-            result[name] = measured
+            return measured
+
+        def measure(name: str, script: Path) -> dict[str, Any]:
+            """A run of ``--seconds``, kept in the result as ``name`` and printed."""
+            measured = result[name] = run_slice(script, args.seconds)
             memory = rss(node.pid)
             result[f"rss_after_{name}"] = memory
-            print(f"{name}: {run.requests_per_second:,.0f} req/s, "
+            print(f"{name}: {measured['requests_per_second']:,.0f} req/s, "
                   f"{measured['node_cpu_us_per_request'] or 0:.0f} node CPU-us/request, "
                   f"cache hits {measured['cache_hit_ratio'] or 0:.1%}, "
-                  f"p50 {run.latency_p50}, "
-                  f"p99 {run.latency_p99}, non-2xx {run.non_2xx}, RSS "
+                  f"p50 {measured['latency_p50']}, "
+                  f"p99 {measured['latency_p99']}, non-2xx {measured['non_2xx']}, RSS "
                   f"{memory['VmRSS'] / 2**20:.0f} MiB (anonymous {memory['RssAnon'] / 2**20:.0f})",
                   flush=True)
             return measured
@@ -340,9 +342,9 @@ def main() -> None:
         hot_after = measure("hot_after", hot_script)
         if args.rounds:
             result["rounds"] = interleaved_rounds(
-                args.rounds, hot=lambda: measure("round_hot", hot_script, args.round_seconds),
-                cold=lambda i: measure("round_cold", cold_script(args.seed + ROUND_SEEDS + i),
-                                       args.round_seconds))
+                args.rounds, hot=lambda: run_slice(hot_script, args.round_seconds),
+                cold=lambda i: run_slice(cold_script(args.seed + ROUND_SEEDS + i),
+                                         args.round_seconds))
     if hot["node_cpu_us_per_request"] and hot_after["node_cpu_us_per_request"]:
         result["hot_drift_by_cpu"] = (hot_after["node_cpu_us_per_request"]
                                       / hot["node_cpu_us_per_request"])
