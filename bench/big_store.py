@@ -218,7 +218,8 @@ def main() -> None:
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--prefixes", default="88.100.1")
-    parser.add_argument("--seconds", type=float, default=30)
+    # Whole seconds, as wrk runs them: requests are counted as rate x seconds.
+    parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--hot-set", type=int, default=1000)
     parser.add_argument("--cache-size", default="256M", help="the node's --cache-size")
@@ -241,8 +242,8 @@ def main() -> None:
                         help="after the runs above, this many rounds of one hot and one "
                              "cold_full slice of --round-seconds each, in alternating order: "
                              "a ratio per round, whose median a drifting machine moves least")
-    parser.add_argument("--round-seconds", type=float, default=5.0,
-                        help="the length of each slice of a round")
+    parser.add_argument("--round-seconds", type=int, default=5,
+                        help="the length of each slice of a round (whole seconds)")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     args = parser.parse_args()
     require_wrk()
@@ -292,7 +293,7 @@ def main() -> None:
 
         warm_hot_set()
 
-        def run_slice(script: Path, seconds: float) -> dict[str, Any]:
+        def run_slice(script: Path, seconds: int) -> dict[str, Any]:
             """One wrk run: its rates and latencies, and the node's CPU and cache over it."""
             t0, cpu0, counters0 = time.time(), node_cpu_seconds(node.pid), cache_counters(url)
             run = run_wrk(url, script, seconds=seconds, connections=args.connections,
@@ -340,11 +341,13 @@ def main() -> None:
         # against the first hot run cannot show.
         warm_hot_set()
         hot_after = measure("hot_after", hot_script)
+        slices: list[dict[str, Any]] = []  # the rounds' runs, checked for errors below
         if args.rounds:
-            result["rounds"] = interleaved_rounds(
+            rounds = result["rounds"] = interleaved_rounds(
                 args.rounds, hot=lambda: run_slice(hot_script, args.round_seconds),
                 cold=lambda i: run_slice(cold_script(args.seed + ROUND_SEEDS + i),
                                          args.round_seconds))
+            slices = [s for r in rounds["runs"] for s in (r["hot"], r["cold"])]
     if hot["node_cpu_us_per_request"] and hot_after["node_cpu_us_per_request"]:
         result["hot_drift_by_cpu"] = (hot_after["node_cpu_us_per_request"]
                                       / hot["node_cpu_us_per_request"])
@@ -359,7 +362,6 @@ def main() -> None:
     print(text)
     if args.output:
         args.output.write_text(text + "\n")
-    slices = [s for r in result.get("rounds", {}).get("runs", []) for s in (r["hot"], r["cold"])]
     if any(r["non_2xx"] for r in (hot, hot_after, *colds.values(), *slices)):
         raise SystemExit("some requests did not return 200: is the store built for this set?")
 
